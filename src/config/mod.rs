@@ -1,0 +1,261 @@
+//! Configuration: a TOML file, then `WECOM_ZONE__…` environment overrides, then secrets resolved
+//! from inline values, `*_file` paths or `*_env` variables, then validation into typed values.
+//!
+//! Secrets live in [`SecretString`] from the moment they are read: their `Debug` prints
+//! `[REDACTED]`, and [`Config::summary`] names where each secret came from, never its value.
+
+mod env;
+mod raw;
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use secrecy::{ExposeSecret, SecretString};
+
+use crate::crypto::WxBizMsgCrypt;
+
+pub use env::PREFIX as ENV_PREFIX;
+
+/// The default file `serve` and `check-config` read when no `--config` is given.
+pub const DEFAULT_PATH: &str = "config/wecom-zone.toml";
+
+/// A problem that stops the service from starting. Messages name the key and never the value
+/// of a secret.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    ReadFile { path: PathBuf, source: std::io::Error },
+    #[error("config file {path} is not valid TOML: {message}")]
+    Toml { path: PathBuf, message: String },
+    #[error("environment variable {variable} {problem}")]
+    Env { variable: String, problem: String },
+    #[error("{key}: {message}")]
+    Invalid { key: String, message: String },
+}
+
+impl ConfigError {
+    fn invalid(key: impl Into<String>, message: impl Into<String>) -> Self {
+        ConfigError::Invalid { key: key.into(), message: message.into() }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub storage: StorageConfig,
+    pub upstream: UpstreamConfig,
+    pub mailbox: MailboxConfig,
+    pub log: LogConfig,
+    pub corps: Vec<CorpConfig>,
+    /// The file the configuration was read from, if any.
+    pub source: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    /// Larger request bodies are answered 413 before they are read whole.
+    pub body_limit_bytes: usize,
+    /// Callbacks whose timestamp is further than this from our clock are answered 401;
+    /// `None` disables the check (the official libraries do not check at all).
+    pub max_clock_skew: Option<Duration>,
+    /// A request that takes longer is answered 408.
+    pub request_timeout: Duration,
+    /// How long a delivery is remembered so that a re-delivery is acknowledged, not re-processed.
+    pub duplicate_window: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct StorageConfig {
+    pub path: PathBuf,
+}
+
+#[derive(Debug, Clone)]
+pub struct UpstreamConfig {
+    pub base_url: String,
+    pub timeout: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct MailboxConfig {
+    pub ttl: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone)]
+pub struct LogConfig {
+    pub format: LogFormat,
+    /// An `EnvFilter` directive such as `info` or `wecom_zone=debug,info`; `RUST_LOG` wins.
+    pub level: String,
+}
+
+/// One corporation served by this deployment.
+#[derive(Debug, Clone)]
+pub struct CorpConfig {
+    pub corp_id: String,
+    pub agent_id: Option<i64>,
+    /// The app secret for `gettoken`.
+    pub secret: Secret,
+    /// The callback Token.
+    pub token: Secret,
+    /// The callback EncodingAESKey (43 characters).
+    pub encoding_aes_key: Secret,
+    /// ReceiveIds accepted besides `corp_id` (a suite id for third-party callbacks, for example).
+    pub extra_receive_ids: Vec<String>,
+    pub private_keys: Vec<PrivateKeyConfig>,
+}
+
+/// A secret value and a description of where it came from (for summaries, never the value).
+#[derive(Debug, Clone)]
+pub struct Secret {
+    pub value: SecretString,
+    pub origin: String,
+}
+
+impl Secret {
+    pub fn expose(&self) -> &str {
+        self.value.expose_secret()
+    }
+}
+
+/// A private RSA key by version. The key is parsed by the key ring at start-up.
+#[derive(Debug, Clone)]
+pub struct PrivateKeyConfig {
+    pub version: u32,
+    pub pem: Secret,
+}
+
+impl CorpConfig {
+    /// The callback crypto for this corp; the key was validated at load time.
+    pub fn callback_crypto(&self) -> Result<WxBizMsgCrypt, crate::crypto::CryptoError> {
+        WxBizMsgCrypt::new(self.token.expose(), self.encoding_aes_key.expose())
+    }
+
+    /// Whether `receive_id` (from a decrypted callback) is one this corp accepts.
+    pub fn accepts_receive_id(&self, receive_id: &[u8]) -> bool {
+        receive_id == self.corp_id.as_bytes() || self.extra_receive_ids.iter().any(|id| id.as_bytes() == receive_id)
+    }
+}
+
+impl Config {
+    /// Loads `path` (or, without one, [`DEFAULT_PATH`] when it exists, else defaults only),
+    /// applies the process environment and validates everything.
+    pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+        let path = match path {
+            Some(path) => Some(path.to_path_buf()),
+            None => Some(PathBuf::from(DEFAULT_PATH)).filter(|default| default.exists()),
+        };
+        let text = match &path {
+            Some(path) => {
+                std::fs::read_to_string(path).map_err(|source| ConfigError::ReadFile { path: path.clone(), source })?
+            }
+            None => String::new(),
+        };
+        let mut config = Config::from_toml_str(&text, std::env::vars(), path.as_deref())?;
+        config.source = path;
+        Ok(config)
+    }
+
+    /// Parses TOML text with the given environment. `path` is used only in messages.
+    pub fn from_toml_str(
+        text: &str,
+        variables: impl IntoIterator<Item = (String, String)>,
+        path: Option<&Path>,
+    ) -> Result<Config, ConfigError> {
+        let shown_path = path.map_or_else(|| PathBuf::from("<defaults>"), Path::to_path_buf);
+        let mut document: toml::Table = text.parse().map_err(|error: toml::de::Error| ConfigError::Toml {
+            path: shown_path.clone(),
+            message: error.message().to_owned(),
+        })?;
+        let variables: Vec<(String, String)> = variables.into_iter().collect();
+        env::apply_overrides(&mut document, variables.iter().cloned())?;
+        let raw = raw::RawConfig::from_table(document)?;
+        raw.validate(&|name| variables.iter().find(|(key, _)| key == name).map(|(_, value)| value.clone()))
+    }
+
+    pub fn corp(&self, corp_id: &str) -> Option<&CorpConfig> {
+        self.corps.iter().find(|corp| corp.corp_id == corp_id)
+    }
+
+    /// A human-readable summary with every secret replaced by where it came from.
+    pub fn summary(&self) -> String {
+        let mut out = String::new();
+        let source = self.source.as_ref().map_or("(defaults and environment only)".into(), |p| p.display().to_string());
+        let skew = self.server.max_clock_skew.map_or("disabled".into(), |d| format!("{} s", d.as_secs()));
+        out.push_str(&format!("config: {source}\n"));
+        out.push_str(&format!(
+            "server: listen {}, body limit {} bytes, clock skew {skew}, request timeout {} ms, duplicate window {} s\n",
+            self.server.listen,
+            self.server.body_limit_bytes,
+            self.server.request_timeout.as_millis(),
+            self.server.duplicate_window.as_secs()
+        ));
+        out.push_str(&format!("storage: {}\n", self.storage.path.display()));
+        out.push_str(&format!(
+            "upstream: {} (timeout {} ms)\n",
+            self.upstream.base_url,
+            self.upstream.timeout.as_millis()
+        ));
+        out.push_str(&format!("mailbox: ttl {} s\n", self.mailbox.ttl.as_secs()));
+        out.push_str(&format!("log: {:?}, level {}\n", self.log.format, self.log.level));
+        for corp in &self.corps {
+            let agent = corp.agent_id.map_or("-".into(), |id| id.to_string());
+            out.push_str(&format!("corp {}: agent_id {agent}\n", corp.corp_id));
+            out.push_str(&format!("  secret: [redacted] ({})\n", corp.secret.origin));
+            out.push_str(&format!("  token: [redacted] ({})\n", corp.token.origin));
+            out.push_str(&format!("  encoding_aes_key: [redacted] ({}), valid\n", corp.encoding_aes_key.origin));
+            if !corp.extra_receive_ids.is_empty() {
+                out.push_str(&format!("  extra receive ids: {}\n", corp.extra_receive_ids.join(", ")));
+            }
+            for key in &corp.private_keys {
+                out.push_str(&format!("  private key v{}: [redacted] ({})\n", key.version, key.pem.origin));
+            }
+        }
+        out
+    }
+}
+
+/// Checks everything that can be checked without IO beyond reading secrets.
+fn validate_corps(corps: &[CorpConfig]) -> Result<(), ConfigError> {
+    if corps.is_empty() {
+        return Err(ConfigError::invalid("corp", "no [[corp]] is configured; at least one is required"));
+    }
+    let mut seen = BTreeSet::new();
+    for (index, corp) in corps.iter().enumerate() {
+        let key = |field: &str| format!("corp[{index}].{field}");
+        if corp.corp_id.trim().is_empty() {
+            return Err(ConfigError::invalid(key("corp_id"), "must not be empty"));
+        }
+        if !seen.insert(corp.corp_id.as_str()) {
+            return Err(ConfigError::invalid(key("corp_id"), format!("`{}` is configured twice", corp.corp_id)));
+        }
+        let token = corp.token.expose();
+        if token.is_empty() || token.len() > 32 || !token.bytes().all(|b| b.is_ascii_alphanumeric()) {
+            return Err(ConfigError::invalid(key("token"), "must be 1 to 32 letters or digits"));
+        }
+        if corp.secret.expose().is_empty() {
+            return Err(ConfigError::invalid(key("secret"), "must not be empty"));
+        }
+        corp.callback_crypto().map_err(|error| ConfigError::invalid(key("encoding_aes_key"), error.to_string()))?;
+        let mut versions = BTreeSet::new();
+        for private_key in &corp.private_keys {
+            if !versions.insert(private_key.version) {
+                return Err(ConfigError::invalid(
+                    key("private_keys"),
+                    format!("version {} is configured twice", private_key.version),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;

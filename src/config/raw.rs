@@ -1,0 +1,311 @@
+//! The serde layer: the TOML document as written, before secrets are resolved and values checked.
+
+use std::fmt::Display;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+use secrecy::SecretString;
+use serde::{Deserialize, Deserializer, de::Error as _};
+
+use super::{
+    Config, ConfigError, CorpConfig, LogConfig, LogFormat, MailboxConfig, PrivateKeyConfig, Secret, ServerConfig,
+    StorageConfig, UpstreamConfig, validate_corps,
+};
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawConfig {
+    #[serde(default)]
+    server: RawServer,
+    #[serde(default)]
+    storage: RawStorage,
+    #[serde(default)]
+    upstream: RawUpstream,
+    #[serde(default)]
+    mailbox: RawMailbox,
+    #[serde(default)]
+    log: RawLog,
+    #[serde(default)]
+    corp: Vec<RawCorp>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawServer {
+    listen: String,
+    #[serde(deserialize_with = "lenient")]
+    body_limit_bytes: usize,
+    #[serde(deserialize_with = "lenient")]
+    max_clock_skew_s: u64,
+    #[serde(deserialize_with = "lenient")]
+    request_timeout_ms: u64,
+    #[serde(deserialize_with = "lenient")]
+    duplicate_window_s: u64,
+}
+
+impl Default for RawServer {
+    fn default() -> Self {
+        RawServer {
+            listen: "0.0.0.0:8080".into(),
+            body_limit_bytes: 1_048_576,
+            max_clock_skew_s: 300,
+            request_timeout_ms: 10_000,
+            duplicate_window_s: 86_400,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawStorage {
+    path: PathBuf,
+}
+
+impl Default for RawStorage {
+    fn default() -> Self {
+        RawStorage { path: PathBuf::from("data/wecom-zone.sqlite") }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawUpstream {
+    base_url: String,
+    #[serde(deserialize_with = "lenient")]
+    timeout_ms: u64,
+}
+
+impl Default for RawUpstream {
+    fn default() -> Self {
+        RawUpstream { base_url: "https://qyapi.weixin.qq.com".into(), timeout_ms: 10_000 }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawMailbox {
+    #[serde(deserialize_with = "lenient")]
+    ttl_s: u64,
+}
+
+impl Default for RawMailbox {
+    fn default() -> Self {
+        RawMailbox { ttl_s: 86_400 }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawLog {
+    format: String,
+    level: String,
+}
+
+impl Default for RawLog {
+    fn default() -> Self {
+        RawLog { format: "text".into(), level: "info".into() }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCorp {
+    #[serde(default)]
+    corp_id: String,
+    #[serde(default, deserialize_with = "lenient_option")]
+    agent_id: Option<i64>,
+    #[serde(default)]
+    receive_ids: Vec<String>,
+    #[serde(default)]
+    private_keys: Vec<RawPrivateKey>,
+    // Each secret may be inline, a file path (`*_file`) or an environment variable name (`*_env`).
+    secret: Option<String>,
+    secret_file: Option<PathBuf>,
+    secret_env: Option<String>,
+    token: Option<String>,
+    token_file: Option<PathBuf>,
+    token_env: Option<String>,
+    encoding_aes_key: Option<String>,
+    encoding_aes_key_file: Option<PathBuf>,
+    encoding_aes_key_env: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPrivateKey {
+    #[serde(deserialize_with = "lenient")]
+    version: u32,
+    path: Option<PathBuf>,
+    pem: Option<String>,
+    pem_env: Option<String>,
+}
+
+type EnvLookup<'a> = &'a dyn Fn(&str) -> Option<String>;
+
+impl RawConfig {
+    pub(super) fn from_table(table: toml::Table) -> Result<RawConfig, ConfigError> {
+        serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|error| {
+            let key = error.path().to_string();
+            let key = if key == "." { "config".to_owned() } else { key };
+            ConfigError::Invalid { key, message: error.into_inner().to_string() }
+        })
+    }
+
+    pub(super) fn validate(self, lookup_env: EnvLookup<'_>) -> Result<Config, ConfigError> {
+        let corps = self
+            .corp
+            .into_iter()
+            .enumerate()
+            .map(|(index, corp)| corp.resolve(index, lookup_env))
+            .collect::<Result<Vec<_>, _>>()?;
+        validate_corps(&corps)?;
+        Ok(Config {
+            server: self.server.validate()?,
+            storage: StorageConfig { path: self.storage.path },
+            upstream: self.upstream.validate()?,
+            mailbox: MailboxConfig { ttl: Duration::from_secs(self.mailbox.ttl_s) },
+            log: self.log.validate()?,
+            corps,
+            source: None,
+        })
+    }
+}
+
+impl RawServer {
+    fn validate(self) -> Result<ServerConfig, ConfigError> {
+        let listen = SocketAddr::from_str(self.listen.trim())
+            .map_err(|_| ConfigError::invalid("server.listen", "must be an address such as 0.0.0.0:8080"))?;
+        if self.body_limit_bytes < 1024 {
+            return Err(ConfigError::invalid("server.body_limit_bytes", "must be at least 1024"));
+        }
+        if self.request_timeout_ms == 0 {
+            return Err(ConfigError::invalid("server.request_timeout_ms", "must be positive"));
+        }
+        Ok(ServerConfig {
+            listen,
+            body_limit_bytes: self.body_limit_bytes,
+            max_clock_skew: (self.max_clock_skew_s > 0).then(|| Duration::from_secs(self.max_clock_skew_s)),
+            request_timeout: Duration::from_millis(self.request_timeout_ms),
+            duplicate_window: Duration::from_secs(self.duplicate_window_s),
+        })
+    }
+}
+
+impl RawUpstream {
+    fn validate(self) -> Result<UpstreamConfig, ConfigError> {
+        let url = reqwest::Url::parse(&self.base_url)
+            .map_err(|error| ConfigError::invalid("upstream.base_url", format!("is not a URL: {error}")))?;
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(ConfigError::invalid("upstream.base_url", "must be http or https"));
+        }
+        if self.timeout_ms == 0 {
+            return Err(ConfigError::invalid("upstream.timeout_ms", "must be positive"));
+        }
+        Ok(UpstreamConfig {
+            base_url: self.base_url.trim_end_matches('/').to_owned(),
+            timeout: Duration::from_millis(self.timeout_ms),
+        })
+    }
+}
+
+impl RawLog {
+    fn validate(self) -> Result<LogConfig, ConfigError> {
+        let format = match self.format.to_ascii_lowercase().as_str() {
+            "text" => LogFormat::Text,
+            "json" => LogFormat::Json,
+            _ => return Err(ConfigError::invalid("log.format", "must be `text` or `json`")),
+        };
+        Ok(LogConfig { format, level: self.level })
+    }
+}
+
+impl RawCorp {
+    fn resolve(self, index: usize, lookup_env: EnvLookup<'_>) -> Result<CorpConfig, ConfigError> {
+        let key = |field: &str| format!("corp[{index}].{field}");
+        let secret = resolve_secret(&key("secret"), self.secret, self.secret_file, self.secret_env, lookup_env)?;
+        let token = resolve_secret(&key("token"), self.token, self.token_file, self.token_env, lookup_env)?;
+        let encoding_aes_key = resolve_secret(
+            &key("encoding_aes_key"),
+            self.encoding_aes_key,
+            self.encoding_aes_key_file,
+            self.encoding_aes_key_env,
+            lookup_env,
+        )?;
+        let private_keys = self
+            .private_keys
+            .into_iter()
+            .enumerate()
+            .map(|(key_index, raw)| {
+                let pem_key = key(&format!("private_keys[{key_index}]"));
+                let pem = resolve_secret(&pem_key, raw.pem, raw.path, raw.pem_env, lookup_env)?;
+                Ok(PrivateKeyConfig { version: raw.version, pem })
+            })
+            .collect::<Result<Vec<_>, ConfigError>>()?;
+        Ok(CorpConfig {
+            corp_id: self.corp_id.trim().to_owned(),
+            agent_id: self.agent_id,
+            secret,
+            token,
+            encoding_aes_key,
+            extra_receive_ids: self.receive_ids,
+            private_keys,
+        })
+    }
+}
+
+/// Exactly one of the three forms must be given. File contents lose trailing whitespace, so a
+/// secret written by `echo` works.
+fn resolve_secret(
+    key: &str,
+    inline: Option<String>,
+    file: Option<PathBuf>,
+    env_name: Option<String>,
+    lookup_env: EnvLookup<'_>,
+) -> Result<Secret, ConfigError> {
+    let (value, origin) = match (inline, file, env_name) {
+        (Some(value), None, None) => (value, "inline".to_owned()),
+        (None, Some(path), None) => {
+            let value = std::fs::read_to_string(&path)
+                .map_err(|error| ConfigError::invalid(key, format!("cannot read file {}: {error}", path.display())))?;
+            (value.trim_end().to_owned(), format!("file {}", path.display()))
+        }
+        (None, None, Some(name)) => {
+            let value = lookup_env(&name)
+                .ok_or_else(|| ConfigError::invalid(key, format!("environment variable {name} is not set")))?;
+            (value, format!("env {name}"))
+        }
+        (None, None, None) => return Err(ConfigError::invalid(key, "is required (inline, *_file or *_env)")),
+        _ => return Err(ConfigError::invalid(key, "give only one of the inline, *_file and *_env forms")),
+    };
+    Ok(Secret { value: SecretString::from(value), origin })
+}
+
+/// Accepts a value of type `T` or a string that parses as one (environment overrides are strings).
+fn lenient<'de, D, T>(deserializer: D) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de> + FromStr,
+    T::Err: Display,
+{
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum ValueOrText<T> {
+        Value(T),
+        Text(String),
+    }
+    match ValueOrText::<T>::deserialize(deserializer)? {
+        ValueOrText::Value(value) => Ok(value),
+        ValueOrText::Text(text) => text.trim().parse().map_err(D::Error::custom),
+    }
+}
+
+fn lenient_option<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de> + FromStr,
+    T::Err: Display,
+{
+    lenient(deserializer).map(Some)
+}

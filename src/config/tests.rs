@@ -1,0 +1,101 @@
+use super::*;
+
+const MINIMAL: &str = r#"
+[[corp]]
+corp_id = "ww0123456789abcdef"
+agent_id = 1000002
+secret = "app-secret-value"
+token = "QDG6eK"
+encoding_aes_key = "jWmYm7qr5nMoAUwZRjGtBxmz3KA1tkAj3ykkR6q2B2C"
+"#;
+
+fn load(text: &str, vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+    Config::from_toml_str(text, vars.iter().map(|(k, v)| (k.to_string(), v.to_string())), None)
+}
+
+fn error_of(text: &str, vars: &[(&str, &str)]) -> String {
+    load(text, vars).unwrap_err().to_string()
+}
+
+#[test]
+fn defaults_follow_the_contract() {
+    let config = load(MINIMAL, &[]).unwrap();
+    assert_eq!(config.server.listen.to_string(), "0.0.0.0:8080");
+    assert_eq!(config.server.body_limit_bytes, 1_048_576);
+    assert_eq!(config.server.max_clock_skew, Some(Duration::from_secs(300)));
+    assert_eq!(config.storage.path, PathBuf::from("data/wecom-zone.sqlite"));
+    assert_eq!(config.upstream.base_url, "https://qyapi.weixin.qq.com");
+    assert_eq!(config.mailbox.ttl, Duration::from_secs(86_400));
+    assert_eq!(config.corps[0].agent_id, Some(1_000_002));
+}
+
+#[test]
+fn the_example_file_is_valid() {
+    let text = include_str!("../../config/wecom-zone.example.toml");
+    let config = load(text, &[]).unwrap();
+    assert!(!config.corps.is_empty());
+}
+
+#[test]
+fn environment_overrides_sections_and_corps() {
+    let config = load(
+        MINIMAL,
+        &[
+            ("WECOM_ZONE__SERVER__LISTEN", "127.0.0.1:9999"),
+            ("WECOM_ZONE__SERVER__MAX_CLOCK_SKEW_S", "0"),
+            ("WECOM_ZONE__CORP__ww0123456789abcdef__TOKEN", "OtherToken1"),
+        ],
+    )
+    .unwrap();
+    assert_eq!(config.server.listen.to_string(), "127.0.0.1:9999");
+    assert_eq!(config.server.max_clock_skew, None, "0 disables the check");
+    assert_eq!(config.corps[0].token.expose(), "OtherToken1");
+}
+
+#[test]
+fn secrets_come_from_files_and_named_variables() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret_path = dir.path().join("app_secret");
+    std::fs::write(&secret_path, "from-file\n").unwrap();
+    let text = format!(
+        "[[corp]]\ncorp_id = \"ww1\"\nsecret_file = {:?}\ntoken_env = \"MY_TOKEN\"\n\
+         encoding_aes_key = \"jWmYm7qr5nMoAUwZRjGtBxmz3KA1tkAj3ykkR6q2B2C\"\n",
+        secret_path.display().to_string()
+    );
+    let config = load(&text, &[("MY_TOKEN", "tok3n")]).unwrap();
+    assert_eq!(config.corps[0].secret.expose(), "from-file");
+    assert_eq!(config.corps[0].token.expose(), "tok3n");
+    assert!(error_of(&text, &[]).contains("MY_TOKEN is not set"));
+}
+
+#[test]
+fn secrets_never_appear_in_debug_or_summary() {
+    let config = load(MINIMAL, &[]).unwrap();
+    let shown = format!("{config:?}\n{}", config.summary());
+    for secret in ["app-secret-value", "QDG6eK", "jWmYm7qr5nMoAUwZRjGtBxmz3KA1tkAj3ykkR6q2B2C"] {
+        assert!(!shown.contains(secret), "{secret} leaked");
+    }
+    assert!(shown.contains("ww0123456789abcdef"));
+}
+
+#[test]
+fn problems_are_reported_with_their_key() {
+    let cases: Vec<(String, &str)> = vec![
+        (String::new(), "no [[corp]]"),
+        (MINIMAL.replace("B2C", "B2"), "corp[0].encoding_aes_key"),
+        (MINIMAL.replace("QDG6eK", "bad token!"), "corp[0].token"),
+        (MINIMAL.replace("secret = \"app-secret-value\"", ""), "corp[0].secret: is required"),
+        (format!("{MINIMAL}\n[server]\nlisten = \"nowhere\""), "server.listen"),
+        (format!("{MINIMAL}\n[server]\nbody_limit_bytes = \"lots\""), "server.body_limit_bytes"),
+        (format!("{MINIMAL}\n[server]\nlisen = \"0.0.0.0:1\""), "lisen"),
+        (format!("{MINIMAL}\n[log]\nformat = \"xml\""), "log.format"),
+        (format!("{MINIMAL}\n[upstream]\nbase_url = \"ftp://x\""), "upstream.base_url"),
+        (format!("{MINIMAL}{}", MINIMAL), "configured twice"),
+        ("not toml [".to_owned(), "not valid TOML"),
+    ];
+    for (text, expected) in cases {
+        let message = error_of(&text, &[]);
+        assert!(message.contains(expected), "expected {expected:?} in {message:?}");
+        assert!(!message.contains("app-secret-value"));
+    }
+}

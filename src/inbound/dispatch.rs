@@ -1,0 +1,81 @@
+//! The seam between the front door and the behaviour behind it.
+//!
+//! The front door authenticates and decodes; a [`Dispatcher`] decides what an event or a call
+//! means. Accepting an event must make it durable before returning, because the answer to WeCom
+//! is sent only afterwards; the work an event starts (a pull, a notification) runs later.
+
+use std::future::Future;
+use std::pin::Pin;
+
+use serde_json::{Value, json};
+
+use super::decode::{AbilityCall, ClassicEvent, ZoneEvent};
+
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// A WeCom event, classic or zone.
+#[derive(Debug, Clone)]
+pub enum Event {
+    Classic { corp_id: String, event: ClassicEvent },
+    Zone(ZoneEvent),
+}
+
+/// Why an event or an async call could not be accepted. The front door answers 500 and forgets
+/// the delivery, so WeCom's retry is processed.
+#[derive(Debug, thiserror::Error)]
+#[error("event could not be accepted: {0}")]
+pub struct DispatchError(pub String);
+
+pub trait Dispatcher: Send + Sync + 'static {
+    /// Makes the event durable and schedules its follow-up work. Called once per delivery.
+    fn accept_event(&self, event: Event) -> BoxFuture<'_, Result<(), DispatchError>>;
+
+    /// Runs a synchronous ability call and returns its output JSON (or `{errcode, errmsg}`).
+    fn call_ability(&self, call: AbilityCall) -> BoxFuture<'_, Value>;
+
+    /// Makes an asynchronous call durable; its result goes to `program_async_job_call_back` later.
+    fn accept_async_call(&self, call: AbilityCall) -> BoxFuture<'_, Result<(), DispatchError>>;
+}
+
+/// WeCom's errcode for an ability id that no program handler serves.
+pub const UNKNOWN_ABILITY: i64 = 710636;
+
+/// The answer for an ability this service does not provide.
+pub fn unknown_ability(ability_id: &str) -> Value {
+    json!({"errcode": UNKNOWN_ABILITY, "errmsg": format!("unknown ability_id {ability_id}")})
+}
+
+/// The dispatcher of the front-door-only service: it records events in the log (by kind, never
+/// content) and answers every ability with 710636, because no ability is built yet.
+#[derive(Debug, Default)]
+pub struct LoggingDispatcher;
+
+impl Dispatcher for LoggingDispatcher {
+    fn accept_event(&self, event: Event) -> BoxFuture<'_, Result<(), DispatchError>> {
+        Box::pin(async move {
+            match &event {
+                Event::Classic { corp_id, event } => {
+                    tracing::info!(corp_id, msg_type = %event.msg_type, event = ?event.event, "classic event received");
+                }
+                Event::Zone(event) => {
+                    tracing::info!(corp_id = %event.corp_id, event_type = %event.event_type, "zone event received");
+                }
+            }
+            Ok(())
+        })
+    }
+
+    fn call_ability(&self, call: AbilityCall) -> BoxFuture<'_, Value> {
+        Box::pin(async move { unknown_ability(&call.ability_id) })
+    }
+
+    fn accept_async_call(&self, call: AbilityCall) -> BoxFuture<'_, Result<(), DispatchError>> {
+        Box::pin(async move {
+            tracing::warn!(
+                ability_id = %call.ability_id,
+                "async ability call acknowledged but not run: no abilities are built yet"
+            );
+            Ok(())
+        })
+    }
+}

@@ -1,0 +1,272 @@
+//! The front door: everything a callback meets before behaviour is involved.
+//!
+//! Order of checks for a POST: parse the envelope, pick the corp, verify the signature, check the
+//! clock skew, decrypt, check the ReceiveId, decode the plaintext, drop duplicates, dispatch.
+//! Nothing is stored and nothing is dispatched until every check has passed. This module knows
+//! no HTTP framework: it takes the raw query and body and returns a [`Reply`] or an
+//! [`InboundError`], which `http::error` maps to statuses.
+
+mod decode;
+mod dedup;
+mod dispatch;
+mod query;
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crate::config::{Config, CorpConfig};
+use crate::crypto::{CryptoError, Envelope, EnvelopeFormat, SealedReply, WxBizMsgCrypt};
+use crate::metrics::Metrics;
+
+pub use decode::{
+    AbilityCall, ClassicEvent, ClassicEventKind, DecodeError, Inbound, KnowledgeBaseChange, ZoneEvent, ZoneEventKind,
+    decode,
+};
+pub use dedup::DeliveryLog;
+pub use dispatch::{BoxFuture, DispatchError, Dispatcher, Event, LoggingDispatcher, UNKNOWN_ABILITY, unknown_ability};
+pub use query::CallbackQuery;
+
+/// How many deliveries the duplicate filter remembers at most.
+const DELIVERY_LOG_CAPACITY: usize = 100_000;
+
+/// Why a callback was refused. Messages carry no secret, ciphertext or plaintext.
+#[derive(Debug, thiserror::Error)]
+pub enum InboundError {
+    #[error("{0}")]
+    Crypto(#[from] CryptoError),
+    #[error("missing query parameter {0}")]
+    MissingParameter(&'static str),
+    #[error("timestamp is outside the allowed clock skew")]
+    StaleTimestamp,
+    #[error("unknown corp {0}")]
+    UnknownCorp(String),
+    #[error("request names corp {named} but was addressed to {addressed}")]
+    CorpMismatch { named: String, addressed: String },
+    #[error("{0}")]
+    Decode(#[from] DecodeError),
+    #[error("{0}")]
+    Dispatch(#[from] DispatchError),
+}
+
+/// What to answer an accepted callback with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reply {
+    /// A plain-text body: the decrypted echostr, or `success` for classic events.
+    Text(Vec<u8>),
+    /// An encrypted, signed envelope in the request's format.
+    Sealed { format: EnvelopeFormat, reply: SealedReply },
+}
+
+struct CorpEndpoint {
+    config: CorpConfig,
+    crypto: WxBizMsgCrypt,
+}
+
+pub struct FrontDoor {
+    corps: Vec<CorpEndpoint>,
+    max_clock_skew: Option<Duration>,
+    deliveries: DeliveryLog,
+    dispatcher: Arc<dyn Dispatcher>,
+    metrics: Arc<Metrics>,
+}
+
+impl FrontDoor {
+    pub fn new(config: &Config, dispatcher: Arc<dyn Dispatcher>, metrics: Arc<Metrics>) -> Result<Self, CryptoError> {
+        let corps = config
+            .corps
+            .iter()
+            .map(|corp| Ok(CorpEndpoint { crypto: corp.callback_crypto()?, config: corp.clone() }))
+            .collect::<Result<Vec<_>, CryptoError>>()?;
+        Ok(FrontDoor {
+            corps,
+            max_clock_skew: config.server.max_clock_skew,
+            deliveries: DeliveryLog::new(config.server.duplicate_window, DELIVERY_LOG_CAPACITY),
+            dispatcher,
+            metrics,
+        })
+    }
+
+    /// GET: URL verification. Answers the decrypted `echostr`.
+    pub fn verify_url(&self, corp_hint: Option<&str>, raw_query: Option<&str>) -> Result<Reply, InboundError> {
+        let query = CallbackQuery::parse(raw_query);
+        let echostr = query.echostr.as_deref().ok_or(InboundError::MissingParameter("echostr"))?;
+        let signed = query.signed()?;
+        let corp = self.resolve_corp(corp_hint, None, &signed, echostr)?;
+        let msg = self.open(corp, &signed, echostr)?;
+        Ok(Reply::Text(msg))
+    }
+
+    /// POST: an event or a call in an XML or JSON envelope.
+    pub async fn receive(
+        &self,
+        corp_hint: Option<&str>,
+        raw_query: Option<&str>,
+        body: &[u8],
+    ) -> Result<Reply, InboundError> {
+        let envelope = Envelope::parse(body).inspect_err(|error| self.metrics.decrypt_failure(error.reason()))?;
+        let query = CallbackQuery::parse(raw_query);
+        let signed = query.signed()?;
+        let corp = self.resolve_corp(corp_hint, envelope.to_user_name.as_deref(), &signed, &envelope.encrypt)?;
+        let plaintext = self.open(corp, &signed, &envelope.encrypt)?;
+        let inbound = decode(&plaintext)?;
+        let delivery = DeliveryLog::key(&corp.config.corp_id, &envelope.encrypt);
+        self.handle(corp, inbound, delivery, envelope.format).await
+    }
+
+    async fn handle(
+        &self,
+        corp: &CorpEndpoint,
+        inbound: Inbound,
+        delivery: dedup::DeliveryKey,
+        format: EnvelopeFormat,
+    ) -> Result<Reply, InboundError> {
+        let label = inbound.label();
+        match inbound {
+            Inbound::Classic(event) => {
+                let corp_id = corp.config.corp_id.clone();
+                self.accept_once(delivery, &label, self.dispatcher.accept_event(Event::Classic { corp_id, event }))
+                    .await?;
+                Ok(Reply::Text(b"success".to_vec()))
+            }
+            Inbound::ZoneEvent(event) => {
+                check_named_corp(&corp.config, &event.corp_id)?;
+                self.accept_once(delivery, &label, self.dispatcher.accept_event(Event::Zone(event))).await?;
+                Ok(self.seal(corp, &serde_json::json!({"errcode": 0, "errmsg": "ok"}), format))
+            }
+            Inbound::Ability(call) if call.is_async => {
+                check_named_corp(&corp.config, &call.corp_id)?;
+                self.accept_once(delivery, &label, self.dispatcher.accept_async_call(call)).await?;
+                Ok(self.seal(corp, &serde_json::json!({"errcode": 0, "errmsg": "ok"}), format))
+            }
+            Inbound::Ability(call) => {
+                check_named_corp(&corp.config, &call.corp_id)?;
+                // Synchronous calls only read, so a repeated call is simply answered again.
+                self.metrics.inbound(&label);
+                let output = self.dispatcher.call_ability(call).await;
+                Ok(self.seal(corp, &output, format))
+            }
+        }
+    }
+
+    /// Runs `accept` for the first delivery of `delivery` only; a failure forgets the delivery so
+    /// that WeCom's retry is processed.
+    async fn accept_once(
+        &self,
+        delivery: dedup::DeliveryKey,
+        label: &str,
+        accept: BoxFuture<'_, Result<(), DispatchError>>,
+    ) -> Result<(), InboundError> {
+        if !self.deliveries.first_delivery(delivery) {
+            self.metrics.duplicate_delivery();
+            tracing::info!(kind = label, "duplicate delivery acknowledged, not processed again");
+            return Ok(());
+        }
+        self.metrics.inbound(label);
+        if let Err(error) = accept.await {
+            self.deliveries.forget(&delivery);
+            return Err(error.into());
+        }
+        Ok(())
+    }
+
+    /// The corp named by the path, else by `ToUserName` (a corp id or an extra ReceiveId), else
+    /// the only corp, else the one whose Token verifies the signature.
+    fn resolve_corp(
+        &self,
+        corp_hint: Option<&str>,
+        to_user_name: Option<&str>,
+        signed: &query::SignedQuery<'_>,
+        encrypted: &str,
+    ) -> Result<&CorpEndpoint, InboundError> {
+        if let Some(corp_id) = corp_hint {
+            return self
+                .corps
+                .iter()
+                .find(|corp| corp.config.corp_id == corp_id)
+                .ok_or_else(|| InboundError::UnknownCorp(corp_id.to_owned()));
+        }
+        if let Some(name) = to_user_name {
+            return self
+                .corps
+                .iter()
+                .find(|corp| corp.config.corp_id == name)
+                .or_else(|| self.corps.iter().find(|corp| corp.config.accepts_receive_id(name.as_bytes())))
+                .ok_or_else(|| InboundError::UnknownCorp(name.to_owned()));
+        }
+        if let [only] = self.corps.as_slice() {
+            return Ok(only);
+        }
+        self.corps
+            .iter()
+            .find(|corp| {
+                corp.crypto.verify_signature(signed.msg_signature, signed.timestamp, signed.nonce, encrypted).is_ok()
+            })
+            .ok_or_else(|| {
+                self.metrics.decrypt_failure(CryptoError::ValidateSignature.reason());
+                InboundError::Crypto(CryptoError::ValidateSignature)
+            })
+    }
+
+    /// Signature first (so nothing unauthenticated reaches the CBC decryptor), then the clock,
+    /// then decryption and the ReceiveId.
+    fn open(
+        &self,
+        corp: &CorpEndpoint,
+        signed: &query::SignedQuery<'_>,
+        encrypted: &str,
+    ) -> Result<Vec<u8>, InboundError> {
+        let count_failure = |error: &CryptoError| self.metrics.decrypt_failure(error.reason());
+        corp.crypto
+            .verify_signature(signed.msg_signature, signed.timestamp, signed.nonce, encrypted)
+            .inspect_err(count_failure)?;
+        self.check_clock_skew(signed.timestamp)?;
+        let (msg, receive_id) = corp.crypto.decrypt(encrypted).inspect_err(count_failure)?;
+        if !corp.config.accepts_receive_id(&receive_id) {
+            count_failure(&CryptoError::ValidateReceiveId);
+            return Err(CryptoError::ValidateReceiveId.into());
+        }
+        Ok(msg)
+    }
+
+    fn check_clock_skew(&self, timestamp: &str) -> Result<(), InboundError> {
+        let Some(max_skew) = self.max_clock_skew else { return Ok(()) };
+        let sent: i64 = timestamp.trim().parse().map_err(|_| InboundError::StaleTimestamp)?;
+        let skew = unix_now().abs_diff(sent);
+        if skew > max_skew.as_secs() {
+            self.metrics.decrypt_failure("stale_timestamp");
+            return Err(InboundError::StaleTimestamp);
+        }
+        Ok(())
+    }
+
+    fn seal(&self, corp: &CorpEndpoint, output: &serde_json::Value, format: EnvelopeFormat) -> Reply {
+        let timestamp = unix_now().to_string();
+        let nonce = rand::random::<u32>().to_string();
+        let reply = corp.crypto.seal(
+            rand::random(),
+            output.to_string().as_bytes(),
+            corp.config.corp_id.as_bytes(),
+            &timestamp,
+            &nonce,
+        );
+        Reply::Sealed { format, reply }
+    }
+
+    /// True once every corp's keys are loaded (they are, by construction).
+    pub fn corp_count(&self) -> usize {
+        self.corps.len()
+    }
+}
+
+/// A zone request names its corp; it must be the corp the envelope was addressed to.
+fn check_named_corp(corp: &CorpConfig, named: &str) -> Result<(), InboundError> {
+    if named.is_empty() || named == corp.corp_id || corp.accepts_receive_id(named.as_bytes()) {
+        Ok(())
+    } else {
+        Err(InboundError::CorpMismatch { named: named.to_owned(), addressed: corp.corp_id.clone() })
+    }
+}
+
+pub fn unix_now() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |elapsed| i64::try_from(elapsed.as_secs()).unwrap_or(0))
+}

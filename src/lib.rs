@@ -1,0 +1,25 @@
+//! wecom-zone: a WeCom 数据与智能专区 zone program.
+//!
+//! A guided tour, in the order a request meets the code:
+#![forbid(unsafe_code)]
+#![cfg_attr(not(test), deny(clippy::unwrap_used))]
+
+/// The command line and exit codes.
+pub mod cli;
+/// Configuration: TOML, `WECOM_ZONE__…` overrides, secrets, validation.
+pub mod config;
+/// Pure cryptography: WXBizMsgCrypt and its envelopes. No IO.
+pub mod crypto;
+/// The HTTP surface; the only module that knows axum.
+pub mod http;
+/// The front door: corp selection, signature, decryption, decoding, duplicates, dispatch.
+pub mod inbound;
+/// Prometheus metrics.
+pub mod metrics;
+/// Tracing setup.
+pub mod telemetry;
+/// Flat XML reading for WeCom's envelopes and events.
+pub mod xml;
+
+/// Wiring: state from config, run until shutdown.
+pub mod app;

@@ -1,0 +1,6 @@
+//! One integration binary: crypto vectors and properties, the HTTP surface, the command line.
+
+mod api;
+mod cli;
+mod crypto;
+mod helpers;
