@@ -16,6 +16,8 @@ pub mod http;
 pub mod inbound;
 /// Prometheus metrics.
 pub mod metrics;
+/// Durable storage behind the `Store` trait; the only module that knows SQL.
+pub mod store;
 /// Tracing setup.
 pub mod telemetry;
 /// Flat XML reading for WeCom's envelopes and events.

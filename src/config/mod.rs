@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use secrecy::{ExposeSecret, SecretString};
 
-use crate::crypto::WxBizMsgCrypt;
+use crate::crypto::{KeyError, KeyRing, RsaPadding, WxBizMsgCrypt, parse_private_key};
 
 pub use env::PREFIX as ENV_PREFIX;
 
@@ -48,6 +48,7 @@ pub struct Config {
     pub upstream: UpstreamConfig,
     pub mailbox: MailboxConfig,
     pub log: LogConfig,
+    pub ingest: IngestConfig,
     pub corps: Vec<CorpConfig>,
     /// The file the configuration was read from, if any.
     pub source: Option<PathBuf>,
@@ -75,7 +76,26 @@ pub struct StorageConfig {
 #[derive(Debug, Clone)]
 pub struct UpstreamConfig {
     pub base_url: String,
+    /// Per HTTP attempt.
     pub timeout: Duration,
+    /// Retries after the first attempt for busy, rate-limit, 5xx, timeout and broken answers.
+    pub max_retries: u32,
+    /// Backoff before retry n is a random duration in `[0, min(retry_max, retry_base * 2^n)]`.
+    pub retry_base: Duration,
+    pub retry_max: Duration,
+    /// A cached access_token is refreshed this long before it expires.
+    pub token_refresh_margin: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct IngestConfig {
+    /// `limit` of each `sync_msg` call (1..=1000).
+    pub page_limit: u32,
+    /// A safety pull per corp at this interval (and once at start-up); `None` disables the timer.
+    pub poll_interval: Option<Duration>,
+    /// Threads of the RSA pool (default: the available cores).
+    pub rsa_threads: usize,
+    pub rsa_padding: RsaPadding,
 }
 
 #[derive(Debug, Clone)]
@@ -136,6 +156,16 @@ impl CorpConfig {
     /// The callback crypto for this corp; the key was validated at load time.
     pub fn callback_crypto(&self) -> Result<WxBizMsgCrypt, crate::crypto::CryptoError> {
         WxBizMsgCrypt::new(self.token.expose(), self.encoding_aes_key.expose())
+    }
+
+    /// Parses every private key into a ring keyed by version.
+    pub fn key_ring(&self, padding: RsaPadding) -> Result<KeyRing, (u32, KeyError)> {
+        let mut ring = KeyRing::default();
+        for key in &self.private_keys {
+            let parsed = parse_private_key(key.pem.expose()).map_err(|error| (key.version, error))?;
+            ring.insert(key.version, parsed, padding).map_err(|error| (key.version, error))?;
+        }
+        Ok(ring)
     }
 
     /// Whether `receive_id` (from a decrypted callback) is one this corp accepts.
@@ -205,6 +235,11 @@ impl Config {
         ));
         out.push_str(&format!("mailbox: ttl {} s\n", self.mailbox.ttl.as_secs()));
         out.push_str(&format!("log: {:?}, level {}\n", self.log.format, self.log.level));
+        let poll = self.ingest.poll_interval.map_or("disabled".into(), |d| format!("every {} s", d.as_secs()));
+        out.push_str(&format!(
+            "ingest: pages of {}, safety poll {poll}, {} RSA threads, padding {:?}\n",
+            self.ingest.page_limit, self.ingest.rsa_threads, self.ingest.rsa_padding
+        ));
         for corp in &self.corps {
             let agent = corp.agent_id.map_or("-".into(), |id| id.to_string());
             out.push_str(&format!("corp {}: agent_id {agent}\n", corp.corp_id));
@@ -215,7 +250,10 @@ impl Config {
                 out.push_str(&format!("  extra receive ids: {}\n", corp.extra_receive_ids.join(", ")));
             }
             for key in &corp.private_keys {
-                out.push_str(&format!("  private key v{}: [redacted] ({})\n", key.version, key.pem.origin));
+                out.push_str(&format!(
+                    "  private key v{}: RSA-2048, valid, [redacted] ({})\n",
+                    key.version, key.pem.origin
+                ));
             }
         }
         out
@@ -223,7 +261,7 @@ impl Config {
 }
 
 /// Checks everything that can be checked without IO beyond reading secrets.
-fn validate_corps(corps: &[CorpConfig]) -> Result<(), ConfigError> {
+fn validate_corps(corps: &[CorpConfig], padding: RsaPadding) -> Result<(), ConfigError> {
     if corps.is_empty() {
         return Err(ConfigError::invalid("corp", "no [[corp]] is configured; at least one is required"));
     }
@@ -244,15 +282,9 @@ fn validate_corps(corps: &[CorpConfig]) -> Result<(), ConfigError> {
             return Err(ConfigError::invalid(key("secret"), "must not be empty"));
         }
         corp.callback_crypto().map_err(|error| ConfigError::invalid(key("encoding_aes_key"), error.to_string()))?;
-        let mut versions = BTreeSet::new();
-        for private_key in &corp.private_keys {
-            if !versions.insert(private_key.version) {
-                return Err(ConfigError::invalid(
-                    key("private_keys"),
-                    format!("version {} is configured twice", private_key.version),
-                ));
-            }
-        }
+        corp.key_ring(padding).map_err(|(version, error)| {
+            ConfigError::invalid(key("private_keys"), format!("version {version}: {error}"))
+        })?;
     }
     Ok(())
 }

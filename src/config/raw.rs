@@ -7,11 +7,13 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use secrecy::SecretString;
+
+use crate::crypto::RsaPadding;
 use serde::{Deserialize, Deserializer, de::Error as _};
 
 use super::{
-    Config, ConfigError, CorpConfig, LogConfig, LogFormat, MailboxConfig, PrivateKeyConfig, Secret, ServerConfig,
-    StorageConfig, UpstreamConfig, validate_corps,
+    Config, ConfigError, CorpConfig, IngestConfig, LogConfig, LogFormat, MailboxConfig, PrivateKeyConfig, Secret,
+    ServerConfig, StorageConfig, UpstreamConfig, validate_corps,
 };
 
 #[derive(Deserialize, Default)]
@@ -27,6 +29,8 @@ pub(super) struct RawConfig {
     mailbox: RawMailbox,
     #[serde(default)]
     log: RawLog,
+    #[serde(default)]
+    ingest: RawIngest,
     #[serde(default)]
     corp: Vec<RawCorp>,
 }
@@ -75,11 +79,64 @@ struct RawUpstream {
     base_url: String,
     #[serde(deserialize_with = "lenient")]
     timeout_ms: u64,
+    #[serde(deserialize_with = "lenient")]
+    max_retries: u32,
+    #[serde(deserialize_with = "lenient")]
+    retry_base_ms: u64,
+    #[serde(deserialize_with = "lenient")]
+    retry_max_ms: u64,
+    #[serde(deserialize_with = "lenient")]
+    token_refresh_margin_s: u64,
 }
 
 impl Default for RawUpstream {
     fn default() -> Self {
-        RawUpstream { base_url: "https://qyapi.weixin.qq.com".into(), timeout_ms: 10_000 }
+        RawUpstream {
+            base_url: "https://qyapi.weixin.qq.com".into(),
+            timeout_ms: 10_000,
+            max_retries: 6,
+            retry_base_ms: 200,
+            retry_max_ms: 10_000,
+            token_refresh_margin_s: 300,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawIngest {
+    #[serde(deserialize_with = "lenient")]
+    page_limit: u32,
+    #[serde(deserialize_with = "lenient")]
+    poll_interval_s: u64,
+    #[serde(deserialize_with = "lenient")]
+    rsa_threads: usize,
+    rsa_padding: String,
+}
+
+impl Default for RawIngest {
+    fn default() -> Self {
+        RawIngest { page_limit: 1000, poll_interval_s: 300, rsa_threads: 0, rsa_padding: "pkcs1".into() }
+    }
+}
+
+impl RawIngest {
+    fn validate(self) -> Result<IngestConfig, ConfigError> {
+        if !(1..=1000).contains(&self.page_limit) {
+            return Err(ConfigError::invalid("ingest.page_limit", "must be 1 to 1000"));
+        }
+        let rsa_padding = match self.rsa_padding.to_ascii_lowercase().as_str() {
+            "pkcs1" => RsaPadding::Pkcs1,
+            "oaep" => RsaPadding::OaepSha1,
+            _ => return Err(ConfigError::invalid("ingest.rsa_padding", "must be `pkcs1` or `oaep`")),
+        };
+        let available = std::thread::available_parallelism().map_or(1, usize::from);
+        Ok(IngestConfig {
+            page_limit: self.page_limit,
+            poll_interval: (self.poll_interval_s > 0).then(|| Duration::from_secs(self.poll_interval_s)),
+            rsa_threads: if self.rsa_threads == 0 { available } else { self.rsa_threads },
+            rsa_padding,
+        })
     }
 }
 
@@ -160,8 +217,10 @@ impl RawConfig {
             .enumerate()
             .map(|(index, corp)| corp.resolve(index, lookup_env))
             .collect::<Result<Vec<_>, _>>()?;
-        validate_corps(&corps)?;
+        let ingest = self.ingest.validate()?;
+        validate_corps(&corps, ingest.rsa_padding)?;
         Ok(Config {
+            ingest,
             server: self.server.validate()?,
             storage: StorageConfig { path: self.storage.path },
             upstream: self.upstream.validate()?,
@@ -203,9 +262,16 @@ impl RawUpstream {
         if self.timeout_ms == 0 {
             return Err(ConfigError::invalid("upstream.timeout_ms", "must be positive"));
         }
+        if self.retry_base_ms == 0 || self.retry_max_ms < self.retry_base_ms {
+            return Err(ConfigError::invalid("upstream.retry_base_ms", "must be positive and at most retry_max_ms"));
+        }
         Ok(UpstreamConfig {
             base_url: self.base_url.trim_end_matches('/').to_owned(),
             timeout: Duration::from_millis(self.timeout_ms),
+            max_retries: self.max_retries,
+            retry_base: Duration::from_millis(self.retry_base_ms),
+            retry_max: Duration::from_millis(self.retry_max_ms),
+            token_refresh_margin: Duration::from_secs(self.token_refresh_margin_s),
         })
     }
 }

@@ -1,5 +1,8 @@
 //! Pure cryptography: no IO, no logging, no clocks, no randomness of its own.
 //!
+//! Two schemes live here: WXBizMsgCrypt for callbacks (`wxbiz`, `envelope`) and RSA-2048 for
+//! chat records' secret keys (`rsa`).
+//!
 //! Everything here is a function of its inputs, so every path can be tested with known-answer
 //! vectors and property tests. Callers supply randomness (the 16-byte prefix) and time (the
 //! timestamp and nonce they sign).
@@ -11,8 +14,12 @@
 
 mod envelope;
 mod error;
+mod rsa;
 mod wxbiz;
 
 pub use envelope::{Envelope, EnvelopeFormat, SealedReply};
 pub use error::CryptoError;
+pub use rsa::{
+    KeyError, KeyRing, PublicKeyEncryptor, RsaPadding, SecretKeyError, generate_key_pair_pem, parse_private_key,
+};
 pub use wxbiz::{AES_KEY_LEN, RANDOM_PREFIX_LEN, WxBizMsgCrypt};
