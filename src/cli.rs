@@ -3,14 +3,12 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
-use crate::app::{self, AppState};
+use crate::app::{self, RunError, StartError};
 use crate::config::{Config, ConfigError};
-use crate::inbound::LoggingDispatcher;
 use crate::telemetry;
 
 #[derive(Debug, Parser)]
@@ -34,6 +32,20 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         config: Option<PathBuf>,
     },
+    /// Write an RSA-2048 key pair (private_key_vN.pem, public_key_vN.pem) for WeCom's 消息加密公钥.
+    Keygen {
+        /// Folder to write the two files into (created if needed).
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+        /// The key version N WeCom will report in public_key_ver.
+        #[arg(long, default_value_t = 1)]
+        version: u32,
+    },
+    /// Benchmarks.
+    Bench {
+        #[command(subcommand)]
+        bench: BenchCommand,
+    },
     /// Probe a running service's /healthz (for container health checks; needs no curl).
     Healthcheck {
         /// The URL to probe.
@@ -42,6 +54,20 @@ enum Command {
         /// Give up after this many milliseconds.
         #[arg(long, default_value_t = 3000)]
         timeout_ms: u64,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum BenchCommand {
+    /// Time the real ingest pipeline (HTTP pull over loopback, RSA, SQLite commits) against the
+    /// simulator. The corpus is encrypted before the clock starts.
+    Ingest {
+        /// How many messages to ingest.
+        #[arg(long, default_value_t = 50_000)]
+        messages: usize,
+        /// `limit` of each sync_msg call (1..=1000).
+        #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=1000))]
+        page_limit: u32,
     },
 }
 
@@ -54,6 +80,8 @@ pub fn main() -> ExitCode {
     match cli.command {
         Command::Serve { config } => serve(config),
         Command::CheckConfig { config } => check_config(config),
+        Command::Keygen { out, version } => keygen(&out, version),
+        Command::Bench { bench: BenchCommand::Ingest { messages, page_limit } } => bench_ingest(messages, page_limit),
         Command::Healthcheck { url, timeout_ms } => healthcheck(&url, Duration::from_millis(timeout_ms)),
     }
 }
@@ -71,13 +99,6 @@ fn serve(path: Option<PathBuf>) -> ExitCode {
         Err(code) => return code,
     };
     telemetry::init(config.log.format, &config.log.level);
-    let state = match AppState::new(config, Arc::new(LoggingDispatcher)) {
-        Ok(state) => state,
-        Err(error) => {
-            eprintln!("wecom-zone: config error: {error}");
-            return ExitCode::from(EXIT_CONFIG);
-        }
-    };
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(error) => {
@@ -85,7 +106,7 @@ fn serve(path: Option<PathBuf>) -> ExitCode {
             return ExitCode::from(EXIT_RUNTIME);
         }
     };
-    match runtime.block_on(app::run(state, crate::http::shutdown_signal())) {
+    match runtime.block_on(app::run(config, crate::http::shutdown_signal())) {
         Ok(()) => {
             tracing::info!("stopped");
             ExitCode::SUCCESS
@@ -93,7 +114,9 @@ fn serve(path: Option<PathBuf>) -> ExitCode {
         Err(error) => {
             tracing::error!(%error, "service failed");
             eprintln!("wecom-zone: {error}");
-            ExitCode::from(EXIT_RUNTIME)
+            let code =
+                if matches!(error, RunError::Start(StartError::Key { .. })) { EXIT_CONFIG } else { EXIT_RUNTIME };
+            ExitCode::from(code)
         }
     }
 }
@@ -125,6 +148,39 @@ fn healthcheck(url: &str, timeout: Duration) -> ExitCode {
         Ok(_) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("wecom-zone: unhealthy: {error}");
+            ExitCode::from(EXIT_RUNTIME)
+        }
+    }
+}
+
+fn keygen(out: &std::path::Path, version: u32) -> ExitCode {
+    match crate::keys::write_key_pair(out, version) {
+        Ok((private_path, public_path)) => {
+            println!("wrote {} (keep it secret) and {}", private_path.display(), public_path.display());
+            println!("upload the public key to WeCom as 消息加密公钥 version {version}");
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("wecom-zone: keygen: {error}");
+            ExitCode::from(EXIT_RUNTIME)
+        }
+    }
+}
+
+fn bench_ingest(messages: usize, page_limit: u32) -> ExitCode {
+    telemetry::init(crate::config::LogFormat::Text, "warn");
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("wecom-zone: cannot start the runtime: {error}");
+            return ExitCode::from(EXIT_RUNTIME);
+        }
+    };
+    let mut stdout = std::io::stdout();
+    match runtime.block_on(crate::bench::ingest(messages, page_limit, &mut stdout)) {
+        Ok(_) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("wecom-zone: bench: {error}");
             ExitCode::from(EXIT_RUNTIME)
         }
     }

@@ -14,14 +14,26 @@ pub mod crypto;
 pub mod http;
 /// The front door: corp selection, signature, decryption, decoding, duplicates, dispatch.
 pub mod inbound;
+/// Chat-record ingest: the pull pipeline and its scheduler.
+pub mod ingest;
 /// Prometheus metrics.
 pub mod metrics;
 /// Durable storage behind the `Store` trait; the only module that knows SQL.
 pub mod store;
 /// Tracing setup.
 pub mod telemetry;
+/// The WeCom client: tokens, retries, `sync_msg`.
+pub mod upstream;
 /// Flat XML reading for WeCom's envelopes and events.
 pub mod xml;
 
 /// Wiring: state from config, run until shutdown.
 pub mod app;
+/// `bench ingest`: the real pipeline against the simulator.
+pub mod bench;
+/// Key files for `keygen`.
+pub mod keys;
+/// The dispatcher of the running service: events start pulls.
+pub mod service;
+/// A WeCom simulator on loopback, for `demo`, `bench` and tests.
+pub mod simulator;

@@ -6,6 +6,7 @@ use std::sync::Mutex;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
@@ -30,6 +31,23 @@ struct KindLabels {
     kind: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CorpLabels {
+    corp_id: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CauseLabels {
+    cause: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KeyFailureLabels {
+    corp_id: String,
+    reason: String,
+    key_version: String,
+}
+
 type HistogramConstructor = fn() -> Histogram;
 
 pub struct Metrics {
@@ -40,6 +58,15 @@ pub struct Metrics {
     decrypt_failures: Family<ReasonLabels, Counter>,
     inbound: Family<KindLabels, Counter>,
     duplicate_deliveries: Counter,
+    records_stored: Family<CorpLabels, Counter>,
+    records_duplicate: Family<CorpLabels, Counter>,
+    pages: Family<CorpLabels, Counter>,
+    secret_key_failures: Family<KeyFailureLabels, Counter>,
+    secret_keys_recovered: Family<CorpLabels, Counter>,
+    cursor_lag: Family<CorpLabels, Gauge>,
+    pull_failures: Family<CorpLabels, Counter>,
+    token_refreshes: Family<CorpLabels, Counter>,
+    upstream_retries: Family<CauseLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -71,6 +98,40 @@ impl Metrics {
             "Callbacks acknowledged without processing because they were delivered before",
             duplicate_deliveries.clone(),
         );
+        let records_stored = Family::<CorpLabels, Counter>::default();
+        let records_duplicate = Family::<CorpLabels, Counter>::default();
+        let pages = Family::<CorpLabels, Counter>::default();
+        let secret_key_failures = Family::<KeyFailureLabels, Counter>::default();
+        let secret_keys_recovered = Family::<CorpLabels, Counter>::default();
+        let cursor_lag = Family::<CorpLabels, Gauge>::default();
+        let pull_failures = Family::<CorpLabels, Counter>::default();
+        let token_refreshes = Family::<CorpLabels, Counter>::default();
+        let upstream_retries = Family::<CauseLabels, Counter>::default();
+        registry.register("records_stored", "Chat records newly stored", records_stored.clone());
+        registry.register(
+            "records_duplicate",
+            "Chat records pulled again and left unchanged (already stored)",
+            records_duplicate.clone(),
+        );
+        registry.register("pages", "sync_msg pages committed", pages.clone());
+        registry.register(
+            "secret_key_failures",
+            "Records stored without a secret key, by reason and key version",
+            secret_key_failures.clone(),
+        );
+        registry.register(
+            "secret_keys_recovered",
+            "Records whose secret key was decrypted later, when their key version appeared",
+            secret_keys_recovered.clone(),
+        );
+        registry.register(
+            "cursor_lag_seconds",
+            "Age of the newest stored message at the end of the last pull",
+            cursor_lag.clone(),
+        );
+        registry.register("pull_failures", "Pulls that stopped on an error (retried later)", pull_failures.clone());
+        registry.register("token_refreshes", "access_token fetches from gettoken", token_refreshes.clone());
+        registry.register("upstream_retries", "Upstream attempts retried, by cause", upstream_retries.clone());
         Metrics {
             registry: Mutex::new(registry),
             http_requests,
@@ -78,6 +139,15 @@ impl Metrics {
             decrypt_failures,
             inbound,
             duplicate_deliveries,
+            records_stored,
+            records_duplicate,
+            pages,
+            secret_key_failures,
+            secret_keys_recovered,
+            cursor_lag,
+            pull_failures,
+            token_refreshes,
+            upstream_retries,
         }
     }
 
@@ -98,6 +168,39 @@ impl Metrics {
         self.duplicate_deliveries.inc();
     }
 
+    pub fn page_committed(&self, corp_id: &str, inserted: usize, duplicates: usize) {
+        let labels = corp(corp_id);
+        self.pages.get_or_create(&labels).inc();
+        self.records_stored.get_or_create(&labels).inc_by(inserted as u64);
+        self.records_duplicate.get_or_create(&labels).inc_by(duplicates as u64);
+    }
+
+    pub fn secret_key_failure(&self, corp_id: &str, reason: &str, key_version: Option<u32>) {
+        let key_version = key_version.map_or_else(|| "none".to_owned(), |version| version.to_string());
+        let labels = KeyFailureLabels { corp_id: corp_id.to_owned(), reason: reason.to_owned(), key_version };
+        self.secret_key_failures.get_or_create(&labels).inc();
+    }
+
+    pub fn secret_keys_recovered(&self, corp_id: &str, count: usize) {
+        self.secret_keys_recovered.get_or_create(&corp(corp_id)).inc_by(count as u64);
+    }
+
+    pub fn cursor_lag(&self, corp_id: &str, seconds: i64) {
+        self.cursor_lag.get_or_create(&corp(corp_id)).set(seconds);
+    }
+
+    pub fn pull_failure(&self, corp_id: &str) {
+        self.pull_failures.get_or_create(&corp(corp_id)).inc();
+    }
+
+    pub fn token_refresh(&self, corp_id: &str) {
+        self.token_refreshes.get_or_create(&corp(corp_id)).inc();
+    }
+
+    pub fn upstream_retry(&self, cause: &str) {
+        self.upstream_retries.get_or_create(&CauseLabels { cause: cause.to_owned() }).inc();
+    }
+
     /// The text exposition format.
     pub fn render(&self) -> String {
         let mut out = String::new();
@@ -106,4 +209,8 @@ impl Metrics {
         let _ = prometheus_client::encoding::text::encode(&mut out, &registry);
         out
     }
+}
+
+fn corp(corp_id: &str) -> CorpLabels {
+    CorpLabels { corp_id: corp_id.to_owned() }
 }

@@ -128,18 +128,21 @@ impl FrontDoor {
                     .await?;
                 Ok(Reply::Text(b"success".to_vec()))
             }
-            Inbound::ZoneEvent(event) => {
+            Inbound::ZoneEvent(mut event) => {
                 check_named_corp(&corp.config, &event.corp_id)?;
+                event.corp_id.clone_from(&corp.config.corp_id);
                 self.accept_once(delivery, &label, self.dispatcher.accept_event(Event::Zone(event))).await?;
                 Ok(self.seal(corp, &serde_json::json!({"errcode": 0, "errmsg": "ok"}), format))
             }
-            Inbound::Ability(call) if call.is_async => {
+            Inbound::Ability(mut call) if call.is_async => {
                 check_named_corp(&corp.config, &call.corp_id)?;
+                call.corp_id.clone_from(&corp.config.corp_id);
                 self.accept_once(delivery, &label, self.dispatcher.accept_async_call(call)).await?;
                 Ok(self.seal(corp, &serde_json::json!({"errcode": 0, "errmsg": "ok"}), format))
             }
-            Inbound::Ability(call) => {
+            Inbound::Ability(mut call) => {
                 check_named_corp(&corp.config, &call.corp_id)?;
+                call.corp_id.clone_from(&corp.config.corp_id);
                 // Synchronous calls only read, so a repeated call is simply answered again.
                 self.metrics.inbound(&label);
                 let output = self.dispatcher.call_ability(call).await;

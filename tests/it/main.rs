@@ -4,3 +4,5 @@ mod api;
 mod cli;
 mod crypto;
 mod helpers;
+mod ingest;
+mod rsa;

@@ -1,0 +1,276 @@
+//! Chat-record ingest: pull pages by cursor, decrypt every record's key, commit page + cursor
+//! together.
+//!
+//! A pull is a three-stage pipeline so that the RSA pool never waits on the network or the disk:
+//! the fetcher asks for page n+1 while page n is being decrypted, and page n-1 is being committed.
+//! Commits happen strictly in page order, each with the cursor that follows its page, so stopping
+//! the pipeline anywhere (error, shutdown, SIGKILL) leaves a consistent store.
+
+mod records;
+mod scheduler;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use serde_json::value::RawValue;
+use tokio::sync::{mpsc, oneshot};
+
+pub use records::{STATUS_MALFORMED, to_record};
+pub use scheduler::{PullScheduler, Schedule};
+
+use crate::crypto::{KeyRing, SecretKeyError};
+use crate::inbound::unix_now;
+use crate::metrics::Metrics;
+use crate::store::{NewRecord, PageCommit, Store, StoreError};
+use crate::upstream::{SyncMsgRequest, SyncMsgResponse, UpstreamClient, UpstreamError};
+
+/// Records recovered per batch when a key version appears.
+const RECOVERY_BATCH: usize = 1000;
+
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    #[error("no configuration for corp {0}")]
+    UnknownCorp(String),
+    #[error("pull failed upstream: {0}")]
+    Upstream(#[from] UpstreamError),
+    #[error("storage failed: {0}")]
+    Store(#[from] StoreError),
+    #[error("a worker stopped unexpectedly")]
+    WorkerLost,
+}
+
+/// What one pull did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PullSummary {
+    pub pages: usize,
+    pub inserted: usize,
+    pub duplicates: usize,
+    /// Records stored without a secret key.
+    pub key_failures: usize,
+    /// Oldest and newest `send_time` among the pulled records.
+    pub time_range: Option<(i64, i64)>,
+    /// Distinct chats touched (group chatid, or the sender for one-to-one messages).
+    pub chats: usize,
+}
+
+/// A page as fetched, before decryption.
+struct FetchedPage {
+    cursor_in: Option<String>,
+    cursor_out: String,
+    items: Vec<Box<RawValue>>,
+}
+
+/// A page handed to the RSA pool; `converted` completes when every record is decrypted.
+struct PendingPage {
+    cursor_in: Option<String>,
+    cursor_out: String,
+    converted: oneshot::Receiver<Vec<(NewRecord, Option<SecretKeyError>)>>,
+}
+
+/// Pages queued on the RSA pool at once. Two keep the pool busy while one page's stragglers
+/// finish and the next page is handed over.
+const PAGES_IN_FLIGHT: usize = 2;
+
+pub struct Ingestor {
+    store: Arc<dyn Store>,
+    upstream: UpstreamClient,
+    rings: HashMap<String, Arc<KeyRing>>,
+    pool: Arc<rayon::ThreadPool>,
+    page_limit: u32,
+    metrics: Arc<Metrics>,
+}
+
+impl Ingestor {
+    pub fn new(
+        store: Arc<dyn Store>,
+        upstream: UpstreamClient,
+        rings: HashMap<String, Arc<KeyRing>>,
+        pool: Arc<rayon::ThreadPool>,
+        page_limit: u32,
+        metrics: Arc<Metrics>,
+    ) -> Ingestor {
+        Ingestor { store, upstream, rings, pool, page_limit, metrics }
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    /// Pulls from the stored cursor until WeCom says there is no more, committing page by page.
+    pub async fn pull(&self, corp_id: &str, token: Option<String>) -> Result<PullSummary, IngestError> {
+        let ring = self.rings.get(corp_id).cloned().ok_or_else(|| IngestError::UnknownCorp(corp_id.to_owned()))?;
+        let store = Arc::clone(&self.store);
+        let owned_corp = corp_id.to_owned();
+        let cursor = blocking(move || store.cursor(&owned_corp)).await??;
+        let (fetched_tx, fetched_rx) = mpsc::channel(1);
+        let (ready_tx, ready_rx) = mpsc::channel(PAGES_IN_FLIGHT);
+        let (fetched, decrypted, committed) = tokio::join!(
+            self.fetch_pages(corp_id, cursor, token, fetched_tx),
+            self.decrypt_pages(ring, fetched_rx, ready_tx),
+            self.commit_pages(corp_id, ready_rx),
+        );
+        let summary = committed?;
+        decrypted?;
+        fetched?;
+        let store = Arc::clone(&self.store);
+        let owned_corp = corp_id.to_owned();
+        blocking(move || store.record_pull(&owned_corp, unix_now())).await??;
+        Ok(summary)
+    }
+
+    async fn fetch_pages(
+        &self,
+        corp_id: &str,
+        mut cursor: Option<String>,
+        token: Option<String>,
+        pages: mpsc::Sender<FetchedPage>,
+    ) -> Result<(), IngestError> {
+        loop {
+            let request = SyncMsgRequest { cursor: cursor.as_deref(), token: token.as_deref(), limit: self.page_limit };
+            let answer: SyncMsgResponse = self.upstream.invoke(corp_id, "sync_msg", &request).await?;
+            let cursor_out = if answer.next_cursor.is_empty() { cursor.clone() } else { Some(answer.next_cursor) };
+            let moved = cursor_out != cursor;
+            let has_items = !answer.msg_list.is_empty();
+            if let Some(cursor_out) = cursor_out.clone().filter(|_| moved || has_items) {
+                let page = FetchedPage { cursor_in: cursor.clone(), cursor_out, items: answer.msg_list };
+                if pages.send(page).await.is_err() {
+                    return Ok(()); // a later stage stopped; it reports why
+                }
+            }
+            if !answer.has_more {
+                return Ok(());
+            }
+            if !moved && !has_items {
+                tracing::warn!(corp_id, "sync_msg says has_more but neither moves the cursor nor returns messages");
+                return Ok(());
+            }
+            cursor = cursor_out;
+        }
+    }
+
+    /// Hands each fetched page to the RSA pool without waiting for it: the commit stage awaits the
+    /// pages in order, so several can be decrypting at once.
+    async fn decrypt_pages(
+        &self,
+        ring: Arc<KeyRing>,
+        mut pages: mpsc::Receiver<FetchedPage>,
+        pending: mpsc::Sender<PendingPage>,
+    ) -> Result<(), IngestError> {
+        while let Some(page) = pages.recv().await {
+            let ring = Arc::clone(&ring);
+            let items = page.items;
+            let (done_tx, done_rx) = oneshot::channel();
+            self.pool.spawn(move || {
+                use rayon::prelude::*;
+                let converted: Vec<_> = items.par_iter().map(|raw| to_record(raw, &ring)).collect();
+                let _ = done_tx.send(converted);
+            });
+            let handed_over =
+                PendingPage { cursor_in: page.cursor_in, cursor_out: page.cursor_out, converted: done_rx };
+            if pending.send(handed_over).await.is_err() {
+                return Ok(()); // the commit stage stopped; it reports why
+            }
+        }
+        Ok(())
+    }
+
+    async fn commit_pages(
+        &self,
+        corp_id: &str,
+        mut pages: mpsc::Receiver<PendingPage>,
+    ) -> Result<PullSummary, IngestError> {
+        let mut summary = PullSummary::default();
+        let mut chats = std::collections::HashSet::new();
+        while let Some(page) = pages.recv().await {
+            let converted = page.converted.await.map_err(|_| IngestError::WorkerLost)?;
+            let mut key_failures = Vec::new();
+            let mut records = Vec::with_capacity(converted.len());
+            for (record, failure) in converted {
+                if let Some(error) = failure {
+                    key_failures.push((error, record.public_key_ver));
+                }
+                records.push(record);
+            }
+            let commit = PageCommit {
+                corp_id: corp_id.to_owned(),
+                cursor_in: page.cursor_in,
+                cursor_out: page.cursor_out,
+                records,
+            };
+            let store = Arc::clone(&self.store);
+            let (outcome, commit) = blocking(move || {
+                let outcome = store.commit_page(&commit);
+                (outcome, commit)
+            })
+            .await?;
+            let outcome = outcome?;
+            self.metrics.page_committed(corp_id, outcome.inserted, outcome.duplicates);
+            for (error, version) in &key_failures {
+                self.metrics.secret_key_failure(corp_id, error.status(), *version);
+            }
+            summary.pages += 1;
+            summary.inserted += outcome.inserted;
+            summary.duplicates += outcome.duplicates;
+            summary.key_failures += key_failures.len();
+            for record in &commit.records {
+                let (low, high) = summary.time_range.unwrap_or((record.send_time, record.send_time));
+                summary.time_range = Some((low.min(record.send_time), high.max(record.send_time)));
+                chats.insert(record.chatid.clone().unwrap_or_else(|| record.sender_id.clone()));
+            }
+            if let Some((_, newest)) = summary.time_range {
+                self.metrics.cursor_lag(corp_id, unix_now() - newest);
+            }
+        }
+        summary.chats = chats.len();
+        Ok(summary)
+    }
+
+    /// Decrypts stored records whose key version had no private key before. Run at start-up.
+    pub async fn recover_keys(&self, corp_id: &str) -> Result<usize, IngestError> {
+        let ring = self.rings.get(corp_id).cloned().ok_or_else(|| IngestError::UnknownCorp(corp_id.to_owned()))?;
+        let mut recovered = 0;
+        for version in ring.versions() {
+            let mut after_id = 0;
+            loop {
+                let store = Arc::clone(&self.store);
+                let owned_corp = corp_id.to_owned();
+                let pending =
+                    blocking(move || store.pending_keys(&owned_corp, version, after_id, RECOVERY_BATCH)).await??;
+                let Some(last) = pending.last() else { break };
+                after_id = last.id;
+                let ring = Arc::clone(&ring);
+                let (done_tx, done_rx) = oneshot::channel();
+                self.pool.spawn(move || {
+                    use rayon::prelude::*;
+                    let updates: Vec<(i64, Result<String, &'static str>)> = pending
+                        .par_iter()
+                        .map(|row| {
+                            let outcome = ring.decrypt_secret_key(version, &row.encrypted_secret_key);
+                            (row.id, outcome.map_err(|error| error.status()))
+                        })
+                        .collect();
+                    let _ = done_tx.send(updates);
+                });
+                let updates = done_rx.await.map_err(|_| IngestError::WorkerLost)?;
+                let ok = updates.iter().filter(|(_, outcome)| outcome.is_ok()).count();
+                let store = Arc::clone(&self.store);
+                blocking(move || store.set_secret_keys(&updates)).await??;
+                recovered += ok;
+            }
+        }
+        if recovered > 0 {
+            self.metrics.secret_keys_recovered(corp_id, recovered);
+            tracing::info!(
+                corp_id,
+                recovered,
+                "secret keys decrypted for records stored before their key was configured"
+            );
+        }
+        Ok(recovered)
+    }
+}
+
+/// Runs blocking work (SQLite) off the async workers.
+async fn blocking<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> Result<T, IngestError> {
+    tokio::task::spawn_blocking(work).await.map_err(|_| IngestError::WorkerLost)
+}

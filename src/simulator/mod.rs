@@ -1,0 +1,490 @@
+//! A simulator of WeCom's side, on loopback, speaking the upstream of the contract:
+//! `gettoken` (tokens that expire), `sync_msg` (opaque cursors over a generated corpus with
+//! RSA-encrypted secret keys), `spec_notify_app`, `program_async_job_call_back` and pass-through
+//! APIs; plus signed, encrypted callbacks to the service, and seeded fault injection.
+//!
+//! It lives in the library because `demo` and `bench` use it as well as the tests. Like `http`,
+//! it knows axum: it is WeCom's HTTP surface, not ours.
+
+mod corpus;
+mod faults;
+
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::time::Instant;
+
+pub use corpus::{Corpus, SimMessage, SimParty, SplitMix};
+pub use faults::{Fault, FaultInjector};
+
+use crate::crypto::{KeyError, WxBizMsgCrypt};
+use crate::inbound::unix_now;
+
+/// WeCom's errcode for a cursor it did not issue.
+const BAD_CURSOR: i64 = 710611;
+
+#[derive(Debug, Clone)]
+pub struct SimulatorConfig {
+    pub corp_id: String,
+    /// The app secret `gettoken` accepts.
+    pub secret: String,
+    /// The callback Token and EncodingAESKey used to sign and encrypt callbacks to the service.
+    pub callback_token: String,
+    pub encoding_aes_key: String,
+    pub messages: usize,
+    pub seed: u64,
+    /// `(version, public key PEM)`, in rotation order over the corpus.
+    pub keys: Vec<(u32, String)>,
+    /// `expires_in` of issued tokens.
+    pub token_lifetime: Duration,
+    /// Probability that an upstream request fails (see [`Fault`]).
+    pub fault_rate: f64,
+    pub fault_seed: u64,
+    pub max_fault_delay: Duration,
+}
+
+impl SimulatorConfig {
+    /// Defaults for `corp_id` with the given corpus and keys.
+    pub fn new(corp_id: &str, messages: usize, keys: Vec<(u32, String)>) -> SimulatorConfig {
+        SimulatorConfig {
+            corp_id: corp_id.to_owned(),
+            secret: "sim-app-secret".to_owned(),
+            callback_token: "SimToken2024".to_owned(),
+            encoding_aes_key: "jWmYm7qr5nMoAUwZRjGtBxmz3KA1tkAj3ykkR6q2B2C".to_owned(),
+            messages,
+            seed: 20_241_121,
+            keys,
+            token_lifetime: Duration::from_secs(7200),
+            fault_rate: 0.0,
+            fault_seed: 7,
+            max_fault_delay: Duration::from_millis(200),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SimulatorError {
+    #[error("simulator keys: {0}")]
+    Key(#[from] KeyError),
+    #[error("simulator callback crypto: {0}")]
+    Crypto(#[from] crate::crypto::CryptoError),
+    #[error("simulator: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Counters of what the simulator saw and did.
+#[derive(Debug, Default)]
+pub struct SimStats {
+    pub gettoken_calls: AtomicU64,
+    pub sync_msg_calls: AtomicU64,
+    pub faults_injected: AtomicU64,
+    pub rejected_tokens: AtomicU64,
+    /// Items handed out by `sync_msg` (re-served pages count again).
+    pub items_served: AtomicU64,
+}
+
+/// A `spec_notify_app` or `program_async_job_call_back` call, or a pass-through API call.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RecordedCall {
+    pub api: String,
+    pub body: Value,
+}
+
+struct IssuedToken {
+    token: String,
+    expires_at: Instant,
+}
+
+struct SimState {
+    config: SimulatorConfig,
+    corpus: Corpus,
+    /// How many messages `sync_msg` shows (the rest "arrive" later, see `publish`).
+    visible: AtomicUsize,
+    tokens: Mutex<Vec<IssuedToken>>,
+    /// When set, the current tokens stop working after this many more chatdata calls.
+    expire_after_calls: Mutex<Option<u64>>,
+    faults: FaultInjector,
+    stats: SimStats,
+    calls: Mutex<Vec<RecordedCall>>,
+    sync_tokens: Mutex<Vec<String>>,
+    notify_counter: AtomicU64,
+    crypto: WxBizMsgCrypt,
+}
+
+/// A running simulator; stops when dropped.
+pub struct Simulator {
+    state: Arc<SimState>,
+    base_url: String,
+    client: reqwest::Client,
+    _stop: oneshot::Sender<()>,
+}
+
+impl Simulator {
+    /// Generates and encrypts the corpus, then serves on `127.0.0.1:0`.
+    pub async fn start(config: SimulatorConfig) -> Result<Simulator, SimulatorError> {
+        let generation_config = config.clone();
+        let corpus = tokio::task::spawn_blocking(move || {
+            let start_time = unix_now() - 4 * 86_400 - 600;
+            Corpus::generate(generation_config.seed, generation_config.messages, start_time, &generation_config.keys)
+        })
+        .await
+        .map_err(std::io::Error::other)??;
+        let crypto = WxBizMsgCrypt::new(&config.callback_token, &config.encoding_aes_key)?;
+        let state = Arc::new(SimState {
+            visible: AtomicUsize::new(config.messages),
+            faults: FaultInjector::new(config.fault_rate, config.fault_seed, config.max_fault_delay),
+            config,
+            corpus,
+            tokens: Mutex::new(Vec::new()),
+            expire_after_calls: Mutex::new(None),
+            stats: SimStats::default(),
+            calls: Mutex::new(Vec::new()),
+            sync_tokens: Mutex::new(Vec::new()),
+            notify_counter: AtomicU64::new(0),
+            crypto,
+        });
+        let router = Router::new()
+            .route("/cgi-bin/gettoken", get(gettoken))
+            .route("/cgi-bin/chatdata/{api}", post(chatdata))
+            .with_state(Arc::clone(&state));
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let base_url = format!("http://{}", listener.local_addr()?);
+        let (stop, stopped) = oneshot::channel::<()>();
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, router)
+                .with_graceful_shutdown(async move {
+                    let _ = stopped.await;
+                })
+                .await;
+        });
+        Ok(Simulator { state, base_url, client: reqwest::Client::new(), _stop: stop })
+    }
+
+    pub fn base_url(&self) -> &str {
+        &self.base_url
+    }
+
+    pub fn config(&self) -> &SimulatorConfig {
+        &self.state.config
+    }
+
+    pub fn corpus(&self) -> &Corpus {
+        &self.state.corpus
+    }
+
+    pub fn stats(&self) -> &SimStats {
+        &self.state.stats
+    }
+
+    /// What the service should store for message `index`.
+    pub fn expected(&self, index: usize) -> SimMessage {
+        self.state.corpus.message(index)
+    }
+
+    /// Shows only the first `count` messages to `sync_msg` (more "arrive" with a later call).
+    pub fn publish(&self, count: usize) {
+        self.state.visible.store(count.min(self.state.corpus.len()), Ordering::SeqCst);
+    }
+
+    /// Makes every issued token invalid after `calls` more chatdata calls (early expiry).
+    pub fn expire_tokens_after(&self, calls: u64) {
+        *lock(&self.state.expire_after_calls) = Some(calls);
+    }
+
+    pub fn set_fault_rate(&self, rate: f64) {
+        self.state.faults.set_rate(rate);
+    }
+
+    /// Calls to `spec_notify_app`, `program_async_job_call_back` and pass-through APIs, in order.
+    pub fn calls(&self) -> Vec<RecordedCall> {
+        lock(&self.state.calls).clone()
+    }
+
+    /// The `token` values `sync_msg` received.
+    pub fn sync_tokens(&self) -> Vec<String> {
+        lock(&self.state.sync_tokens).clone()
+    }
+
+    /// A zone `conversation_new_message` event (the plaintext of a `call_type` 2 request).
+    pub fn new_message_event(&self) -> (String, String) {
+        let token = format!("evt{:x}", rand::random::<u64>());
+        let data = json!({
+            "event_type": "conversation_new_message",
+            "timestamp": unix_now(),
+            "conversation_new_message": {"token": token},
+        });
+        let request = json!({
+            "call_type": 2, "corpid": self.state.config.corp_id, "agentid": 0, "data": data.to_string(),
+        });
+        (request.to_string(), token)
+    }
+
+    /// Encrypts, signs and POSTs `plaintext` to the service's callback URL (`{service}/`), in
+    /// the JSON envelope when `json` is true, else XML. Returns the HTTP response.
+    pub async fn send_callback(
+        &self,
+        service_url: &str,
+        plaintext: &str,
+        json: bool,
+    ) -> Result<reqwest::Response, reqwest::Error> {
+        let corp_id = &self.state.config.corp_id;
+        let timestamp = unix_now().to_string();
+        let nonce = rand::random::<u32>().to_string();
+        let sealed =
+            self.state.crypto.seal(rand::random(), plaintext.as_bytes(), corp_id.as_bytes(), &timestamp, &nonce);
+        let body = if json {
+            json!({"tousername": corp_id, "encrypt": sealed.encrypt, "agentid": 0}).to_string()
+        } else {
+            format!(
+                "<xml><ToUserName><![CDATA[{corp_id}]]></ToUserName><Encrypt><![CDATA[{}]]></Encrypt><AgentID><![CDATA[]]></AgentID></xml>",
+                sealed.encrypt
+            )
+        };
+        let url = format!(
+            "{}/?msg_signature={}&timestamp={timestamp}&nonce={nonce}",
+            service_url.trim_end_matches('/'),
+            sealed.msg_signature
+        );
+        self.client.post(url).body(body).send().await
+    }
+
+    /// Opens an encrypted reply of the service (checks its signature and ReceiveId).
+    pub fn open_reply(&self, body: &str) -> Option<Value> {
+        let reply = crate::crypto::SealedReply::parse(body.as_bytes()).ok()?;
+        let corp_id = self.state.config.corp_id.as_bytes();
+        let msg = self
+            .state
+            .crypto
+            .open(&reply.msg_signature, &reply.timestamp, &reply.nonce, &reply.encrypt, |id| id == corp_id)
+            .ok()?;
+        serde_json::from_slice(&msg).ok()
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn errcode(errcode: i64, errmsg: &str) -> Response {
+    axum::Json(json!({"errcode": errcode, "errmsg": errmsg})).into_response()
+}
+
+#[derive(Deserialize)]
+struct TokenQuery {
+    #[serde(default)]
+    corpid: String,
+    #[serde(default)]
+    corpsecret: String,
+}
+
+async fn gettoken(State(state): State<Arc<SimState>>, Query(query): Query<TokenQuery>) -> Response {
+    if let Some(response) = inject_fault(&state).await {
+        return response;
+    }
+    if query.corpid != state.config.corp_id {
+        return errcode(40013, "invalid corpid");
+    }
+    if query.corpsecret != state.config.secret {
+        return errcode(40001, "invalid credential");
+    }
+    state.stats.gettoken_calls.fetch_add(1, Ordering::SeqCst);
+    let token = format!("simtok{:016x}", rand::random::<u64>());
+    let lifetime = state.config.token_lifetime;
+    lock(&state.tokens).push(IssuedToken { token: token.clone(), expires_at: Instant::now() + lifetime });
+    axum::Json(json!({"errcode": 0, "errmsg": "ok", "access_token": token, "expires_in": lifetime.as_secs()}))
+        .into_response()
+}
+
+#[derive(Deserialize)]
+struct TokenParam {
+    #[serde(default)]
+    access_token: String,
+}
+
+async fn chatdata(
+    State(state): State<Arc<SimState>>,
+    Path(api): Path<String>,
+    Query(query): Query<TokenParam>,
+    body: Bytes,
+) -> Response {
+    if let Err((code, message)) = check_token(&state, &query.access_token) {
+        return errcode(code, message);
+    }
+    let fault = state.faults.next();
+    if let Some(fault) = fault {
+        state.stats.faults_injected.fetch_add(1, Ordering::SeqCst);
+        match fault {
+            Fault::Busy => return errcode(-1, "system busy"),
+            Fault::RateLimit => return errcode(45009, "api freq out of limit"),
+            Fault::Concurrency => return errcode(45033, "api concurrent out of limit"),
+            Fault::ServerError => {
+                return (StatusCode::INTERNAL_SERVER_ERROR, "<html>502 Bad Gateway</html>").into_response();
+            }
+            Fault::Delay(delay) => tokio::time::sleep(delay).await,
+            Fault::Truncated => {}
+        }
+    }
+    let Ok(request) = serde_json::from_slice::<Value>(&body) else {
+        return errcode(47001, "data format error");
+    };
+    let answer = match api.as_str() {
+        "sync_msg" => sync_msg(&state, &request),
+        "spec_notify_app" => spec_notify_app(&state, &request),
+        "get_group_chat" => get_group_chat(&state, &request),
+        _ => {
+            lock(&state.calls).push(RecordedCall { api: api.clone(), body: request });
+            json!({"errcode": 0, "errmsg": "ok"}).to_string().into_bytes()
+        }
+    };
+    let mut answer = answer;
+    if fault == Some(Fault::Truncated) {
+        answer.truncate(answer.len() / 2);
+    }
+    ([(axum::http::header::CONTENT_TYPE, "application/json")], answer).into_response()
+}
+
+async fn inject_fault(state: &SimState) -> Option<Response> {
+    let fault = state.faults.next()?;
+    state.stats.faults_injected.fetch_add(1, Ordering::SeqCst);
+    Some(match fault {
+        Fault::Delay(delay) => {
+            tokio::time::sleep(delay).await;
+            return None;
+        }
+        Fault::ServerError | Fault::Truncated => {
+            (StatusCode::INTERNAL_SERVER_ERROR, "<html>502 Bad Gateway</html>").into_response()
+        }
+        _ => errcode(-1, "system busy"),
+    })
+}
+
+/// 41001 without a token, 42001 for an expired one, 40014 for one never issued.
+fn check_token(state: &SimState, token: &str) -> Result<(), (i64, &'static str)> {
+    if token.is_empty() {
+        return Err((41001, "access_token missing"));
+    }
+    let mut expire_after = lock(&state.expire_after_calls);
+    let mut tokens = lock(&state.tokens);
+    if let Some(remaining) = expire_after.as_mut() {
+        if *remaining == 0 {
+            for issued in tokens.iter_mut() {
+                issued.expires_at = Instant::now();
+            }
+            *expire_after = None;
+        } else {
+            *remaining -= 1;
+        }
+    }
+    match tokens.iter().find(|issued| issued.token == token) {
+        Some(issued) if Instant::now() < issued.expires_at => Ok(()),
+        Some(_) => {
+            state.stats.rejected_tokens.fetch_add(1, Ordering::SeqCst);
+            Err((42001, "access_token expired"))
+        }
+        None => {
+            state.stats.rejected_tokens.fetch_add(1, Ordering::SeqCst);
+            Err((40014, "invalid access_token"))
+        }
+    }
+}
+
+/// Cursors are opaque to the service: a tagged, seed-masked index.
+fn encode_cursor(seed: u64, index: usize) -> String {
+    format!("sim1{:016x}", (index as u64) ^ seed)
+}
+
+fn decode_cursor(seed: u64, cursor: &str) -> Option<usize> {
+    let hex = cursor.strip_prefix("sim1")?;
+    let masked = u64::from_str_radix(hex, 16).ok()?;
+    usize::try_from(masked ^ seed).ok()
+}
+
+fn sync_msg(state: &SimState, request: &Value) -> Vec<u8> {
+    state.stats.sync_msg_calls.fetch_add(1, Ordering::SeqCst);
+    if let Some(token) = request.get("token").and_then(Value::as_str) {
+        let mut tokens = lock(&state.sync_tokens);
+        if tokens.last().map(String::as_str) != Some(token) {
+            tokens.push(token.to_owned());
+        }
+    }
+    let limit = request.get("limit").and_then(Value::as_u64).unwrap_or(200).clamp(1, 1000) as usize;
+    let visible = state.visible.load(Ordering::SeqCst);
+    let start = match request.get("cursor").and_then(Value::as_str).filter(|cursor| !cursor.is_empty()) {
+        None => 0,
+        Some(cursor) => match decode_cursor(state.config.seed, cursor).filter(|index| *index <= state.corpus.len()) {
+            Some(index) => index,
+            None => return json!({"errcode": BAD_CURSOR, "errmsg": "invalid cursor"}).to_string().into_bytes(),
+        },
+    };
+    let end = (start + limit).min(visible).max(start);
+    let mut out = Vec::with_capacity((end - start) * 700 + 128);
+    out.extend_from_slice(br#"{"errcode":0,"errmsg":"ok","has_more":"#);
+    out.extend_from_slice(if end < visible { b"1" } else { b"0" });
+    out.extend_from_slice(
+        format!(r#","next_cursor":"{}","msg_list":["#, encode_cursor(state.config.seed, end)).as_bytes(),
+    );
+    for index in start..end {
+        if index > start {
+            out.push(b',');
+        }
+        if state.corpus.write_item(index, &mut out).is_err() {
+            return json!({"errcode": -1, "errmsg": "system busy"}).to_string().into_bytes();
+        }
+    }
+    out.extend_from_slice(b"]}");
+    state.stats.items_served.fetch_add((end - start) as u64, Ordering::SeqCst);
+    out
+}
+
+fn spec_notify_app(state: &SimState, request: &Value) -> Vec<u8> {
+    let notify_id = match request.get("notify_id").and_then(Value::as_str).filter(|id| !id.is_empty()) {
+        Some(id) => id.to_owned(),
+        None => format!("nid{:08}{:x}", state.notify_counter.fetch_add(1, Ordering::SeqCst), rand::random::<u32>()),
+    };
+    let mut recorded = request.clone();
+    recorded["notify_id"] = Value::String(notify_id.clone());
+    lock(&state.calls).push(RecordedCall { api: "spec_notify_app".into(), body: recorded });
+    json!({"errcode": 0, "errmsg": "ok", "notify_id": notify_id}).to_string().into_bytes()
+}
+
+fn get_group_chat(state: &SimState, request: &Value) -> Vec<u8> {
+    let chatid = request.get("chatid").and_then(Value::as_str).unwrap_or_default();
+    lock(&state.calls).push(RecordedCall { api: "get_group_chat".into(), body: request.clone() });
+    match state.corpus.group_members(chatid) {
+        Some(members) => {
+            let members: Vec<Value> = members
+                .iter()
+                .map(|party| json!({"memberid": party.id, "type": party.kind, "jointime": unix_now() - 30 * 86_400}))
+                .collect();
+            json!({"errcode": 0, "errmsg": "ok", "creator": members.first().map(|m| m["memberid"].clone()),
+                   "room_create_time": unix_now() - 60 * 86_400, "members": members})
+            .to_string()
+            .into_bytes()
+        }
+        None => json!({"errcode": 710624, "errmsg": "invalid chatid"}).to_string().into_bytes(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursors_round_trip_and_reject_strangers() {
+        assert_eq!(decode_cursor(42, &encode_cursor(42, 1234)), Some(1234));
+        assert_eq!(decode_cursor(42, "nonsense"), None);
+        assert_eq!(decode_cursor(42, "sim1zz"), None);
+    }
+}
