@@ -53,6 +53,8 @@ pub struct SimulatorConfig {
     pub fault_rate: f64,
     pub fault_seed: u64,
     pub max_fault_delay: Duration,
+    /// Latency added to every `sync_msg` answer (a network between the service and WeCom).
+    pub page_delay: Duration,
 }
 
 impl SimulatorConfig {
@@ -70,6 +72,7 @@ impl SimulatorConfig {
             fault_rate: 0.0,
             fault_seed: 7,
             max_fault_delay: Duration::from_millis(200),
+            page_delay: Duration::ZERO,
         }
     }
 }
@@ -339,6 +342,9 @@ async fn chatdata(
     let Ok(request) = serde_json::from_slice::<Value>(&body) else {
         return errcode(47001, "data format error");
     };
+    if api == "sync_msg" && !state.config.page_delay.is_zero() {
+        tokio::time::sleep(state.config.page_delay).await;
+    }
     let answer = match api.as_str() {
         "sync_msg" => sync_msg(&state, &request),
         "spec_notify_app" => spec_notify_app(&state, &request),

@@ -52,7 +52,16 @@ fn config_problems_exit_2_with_the_key_named() {
 fn usage_errors_exit_2_and_every_command_has_help() {
     assert_eq!(run(&["no-such-command"], &[]).status.code(), Some(2));
     assert_eq!(run(&["serve", "--bogus"], &[]).status.code(), Some(2));
-    for command in [&["--help"][..], &["serve", "--help"], &["check-config", "--help"], &["healthcheck", "--help"]] {
+    let commands: [&[&str]; 7] = [
+        &["--help"],
+        &["serve", "--help"],
+        &["check-config", "--help"],
+        &["healthcheck", "--help"],
+        &["keygen", "--help"],
+        &["bench", "--help"],
+        &["bench", "ingest", "--help"],
+    ];
+    for command in commands {
         let output = run(command, &[]);
         assert_eq!(output.status.code(), Some(0), "{command:?}");
         assert!(text(&output).contains("Usage"), "{command:?}");
@@ -63,11 +72,15 @@ fn usage_errors_exit_2_and_every_command_has_help() {
 fn serve_answers_health_checks_and_stops_cleanly_on_sigterm() {
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let listen = format!("127.0.0.1:{port}");
+    let data = tempfile::tempdir().unwrap();
     let child = Command::new(BIN)
         .args(["serve", "--config", "config/wecom-zone.example.toml"])
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .env("WECOM_ZONE__SERVER__LISTEN", &listen)
         .env("WECOM_ZONE__LOG__FORMAT", "json")
+        .env("WECOM_ZONE__STORAGE__PATH", data.path().join("db.sqlite"))
+        // Nothing listens there: the start-up pull fails fast and is retried in the background.
+        .env("WECOM_ZONE__UPSTREAM__BASE_URL", "http://127.0.0.1:9")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -92,4 +105,50 @@ fn serve_answers_health_checks_and_stops_cleanly_on_sigterm() {
     let first_line: serde_json::Value = serde_json::from_str(log.lines().next().unwrap()).unwrap();
     assert_eq!(first_line["message"], "listening", "JSON log lines: {log}");
     assert!(!log.contains("QDG6eK") && !log.contains("replace-with-the-app-secret"));
+}
+
+#[test]
+fn keygen_writes_a_pair_that_check_config_accepts_and_never_overwrites() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("keys");
+    let output = run(&["keygen", "--out", out.to_str().unwrap(), "--version", "3"], &[]);
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+    let private = out.join("private_key_v3.pem");
+    assert!(std::fs::read_to_string(out.join("public_key_v3.pem")).unwrap().starts_with("-----BEGIN PUBLIC KEY-----"));
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(std::fs::metadata(&private).unwrap().permissions().mode() & 0o777, 0o600);
+    }
+    let again = run(&["keygen", "--out", out.to_str().unwrap(), "--version", "3"], &[]);
+    assert_eq!(again.status.code(), Some(1));
+    assert!(text(&again).contains("refusing to overwrite"));
+
+    let config = dir.path().join("config.toml");
+    let example =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config/wecom-zone.example.toml")).unwrap();
+    let with_key = example.replace(
+        "private_keys = []",
+        &format!("private_keys = [ {{ version = 3, path = {:?} }} ]", private.display().to_string()),
+    );
+    std::fs::write(&config, with_key).unwrap();
+    let output = run(&["check-config", "--config", config.to_str().unwrap()], &[]);
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+    assert!(text(&output).contains("private key v3: RSA-2048, valid"), "{}", text(&output));
+    assert!(!text(&output).contains("BEGIN PRIVATE KEY"));
+
+    std::fs::write(&private, "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n").unwrap();
+    let output = run(&["check-config", "--config", config.to_str().unwrap()], &[]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(text(&output).contains("private_keys: version 3"), "{}", text(&output));
+}
+
+#[test]
+fn bench_ingest_prints_its_figure_last() {
+    let output = run(&["bench", "ingest", "--messages", "300", "--page-limit", "100"], &[]);
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let last = stdout.lines().last().unwrap();
+    assert!(last.starts_with("ingest: 300 messages in "), "{last}");
+    assert!(last.ends_with(" msg/s"), "{last}");
 }

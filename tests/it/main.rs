@@ -2,6 +2,7 @@
 
 mod api;
 mod cli;
+mod crash;
 mod crypto;
 mod helpers;
 mod ingest;

@@ -1,0 +1,69 @@
+//! Exactly-once across crashes: the real binary is killed with SIGKILL at random moments while it
+//! ingests, restarted on the same database each time, and the store is checked at the end.
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use wecom_zone::simulator::{Simulator, SplitMix};
+use wecom_zone::store::{SqliteStore, Store};
+
+use crate::ingest::{CORP, assert_every_record_stored_once, service_config, simulator_config, vector_keys};
+
+const MESSAGES: usize = 6000;
+const KILLS: usize = 12;
+
+fn spawn_service(config_path: &std::path::Path) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_wecom-zone"))
+        .args(["serve", "--config"])
+        .arg(config_path)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+fn stored(db: &std::path::Path) -> i64 {
+    SqliteStore::open(db).unwrap().ingest_status(CORP).unwrap().stored
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_at_random_moments_loses_and_duplicates_nothing() {
+    let keys = vector_keys();
+    let publics = keys.iter().map(|(v, _, public)| (*v, public.clone())).collect();
+    let mut config = simulator_config(MESSAGES, publics);
+    config.page_delay = Duration::from_millis(15);
+    let simulator = Simulator::start(config).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("db.sqlite");
+    let privates: Vec<_> = keys.iter().map(|(v, private, _)| (*v, private.clone())).collect();
+    let config_path = dir.path().join("wecom-zone.toml");
+    std::fs::write(&config_path, service_config(&simulator, &privates, &db, 40)).unwrap();
+
+    let mut rng = SplitMix::new(0xc0ffee);
+    let mut partial_states = 0;
+    let mut progress = Vec::new();
+    for _ in 0..KILLS {
+        let mut child = spawn_service(&config_path);
+        let lifetime = Duration::from_millis(150 + rng.below(450) as u64);
+        tokio::time::sleep(lifetime).await;
+        child.kill().unwrap(); // SIGKILL: no destructor, no graceful shutdown
+        child.wait().unwrap();
+        let count = stored(&db);
+        if count > 0 && count < MESSAGES as i64 {
+            partial_states += 1;
+        }
+        progress.push(count);
+    }
+    assert!(partial_states >= 5, "the kills should land mid-ingest: {progress:?}");
+
+    let mut child = spawn_service(&config_path);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while stored(&db) < MESSAGES as i64 {
+        assert!(Instant::now() < deadline, "ingest did not finish after the crashes: {progress:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let store = SqliteStore::open(&db).unwrap();
+    assert_every_record_stored_once(&store, &simulator, &[1, 2]);
+}
