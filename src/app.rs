@@ -1,8 +1,9 @@
 //! Wiring: builds the service from a [`Config`] and runs it.
 //!
 //! `start` opens the store, loads every key, builds the upstream client, the RSA pool, the
-//! ingestor and one pull loop per corp. `Service::serve` answers HTTP until the shutdown signal,
-//! then stops the pull loops (a page being committed either commits whole or not at all).
+//! ingestor, the mailbox, the abilities and the background loops (one pull loop per corp, the
+//! mailbox notifier, the async job runner). `Service::serve` answers HTTP until the shutdown
+//! signal, then stops the loops (a page being committed either commits whole or not at all).
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -13,10 +14,12 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::abilities::{Abilities, JobRunner};
 use crate::config::Config;
 use crate::crypto::CryptoError;
 use crate::inbound::{Dispatcher, FrontDoor};
-use crate::ingest::{Ingestor, PullScheduler, Schedule};
+use crate::ingest::{Ingestor, PullListener, PullScheduler, Schedule};
+use crate::mailbox::Mailbox;
 use crate::metrics::Metrics;
 use crate::service::ZoneService;
 use crate::store::{SqliteStore, Store, StoreError};
@@ -34,7 +37,7 @@ pub struct AppState {
 pub enum StartError {
     #[error("{0}")]
     Crypto(#[from] CryptoError),
-    #[error("cannot open storage: {0}")]
+    #[error("storage: {0}")]
     Store(#[from] StoreError),
     #[error("corp {corp_id}: private key version {version}: {message}")]
     Key { corp_id: String, version: u32, message: String },
@@ -77,12 +80,17 @@ pub struct Service {
     pub state: Arc<AppState>,
     pub ingestor: Arc<Ingestor>,
     pub scheduler: Arc<PullScheduler>,
-    stop_pulls: watch::Sender<bool>,
-    pull_tasks: Vec<JoinHandle<()>>,
+    stop_background: watch::Sender<bool>,
+    background: Vec<JoinHandle<()>>,
 }
 
 /// The store and the ingestor for `config`, without HTTP or pull loops (the benchmark uses this).
-pub fn build_ingestor(config: &Config, metrics: Arc<Metrics>) -> Result<(Arc<dyn Store>, Arc<Ingestor>), StartError> {
+/// `upstream` is shared with everything else that calls WeCom, so there is one token cache.
+pub fn build_ingestor(
+    config: &Config,
+    upstream: UpstreamClient,
+    metrics: Arc<Metrics>,
+) -> Result<(Arc<dyn Store>, Arc<Ingestor>), StartError> {
     let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&config.storage.path)?);
     let mut rings = HashMap::new();
     for corp in &config.corps {
@@ -93,7 +101,6 @@ pub fn build_ingestor(config: &Config, metrics: Arc<Metrics>) -> Result<(Arc<dyn
         })?;
         rings.insert(corp.corp_id.clone(), Arc::new(ring));
     }
-    let upstream = UpstreamClient::new(config, Arc::clone(&metrics))?;
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(config.ingest.rsa_threads)
         .thread_name(|index| format!("rsa-{index}"))
@@ -104,21 +111,47 @@ pub fn build_ingestor(config: &Config, metrics: Arc<Metrics>) -> Result<(Arc<dyn
     Ok((store, ingestor))
 }
 
-/// Builds everything and starts the pull loops. Call inside a Tokio runtime.
+/// Builds everything and starts the background loops (pulls, notifications, async jobs).
+/// Call inside a Tokio runtime.
 pub fn start(config: Config) -> Result<Service, StartError> {
     let metrics = Arc::new(Metrics::new());
-    let (store, ingestor) = build_ingestor(&config, Arc::clone(&metrics))?;
-    let (stop_pulls, stopped) = watch::channel(false);
-    let corp_ids: Vec<String> = config.corps.iter().map(|corp| corp.corp_id.clone()).collect();
-    let schedule = Schedule {
-        poll_interval: config.ingest.poll_interval,
-        retry_delay: config.upstream.retry_max.max(Duration::from_millis(100)),
-    };
-    let (scheduler, pull_tasks) =
-        PullScheduler::start(Arc::clone(&ingestor), &corp_ids, schedule, Arc::clone(&metrics), stopped);
-    let dispatcher = Arc::new(ZoneService::new(Arc::clone(&scheduler)));
+    let upstream = UpstreamClient::new(&config, Arc::clone(&metrics))?;
+    let (store, ingestor) = build_ingestor(&config, upstream.clone(), Arc::clone(&metrics))?;
+    let retry_delay = config.upstream.retry_max.max(Duration::from_millis(100));
+    let mailbox = Arc::new(Mailbox::new(
+        Arc::clone(&store),
+        upstream.clone(),
+        config.mailbox.ttl,
+        config.mailbox.max_answer_bytes,
+        retry_delay,
+    ));
+    let abilities = Arc::new(Abilities::new(
+        Arc::clone(&store),
+        upstream.clone(),
+        Arc::clone(&mailbox),
+        config.abilities.invoke_apis.clone(),
+    ));
+    let jobs = Arc::new(JobRunner::new(
+        Arc::clone(&store),
+        Arc::clone(&abilities),
+        upstream,
+        Arc::clone(&mailbox),
+        retry_delay,
+    ));
+    let (stop_background, stopped) = watch::channel(false);
+    let mut corps = Vec::new();
+    for corp in &config.corps {
+        corps.push((corp.corp_id.clone(), mailbox.awaiting_pull(&corp.corp_id)?));
+    }
+    let schedule = Schedule { poll_interval: config.ingest.poll_interval, retry_delay };
+    let listener: Arc<dyn PullListener> = Arc::clone(&mailbox) as Arc<dyn PullListener>;
+    let (scheduler, mut background) =
+        PullScheduler::start(Arc::clone(&ingestor), corps, schedule, listener, Arc::clone(&metrics), stopped.clone());
+    background.push(tokio::spawn(Arc::clone(&mailbox).run_notifier(stopped.clone())));
+    background.push(tokio::spawn(Arc::clone(&jobs).run(stopped)));
+    let dispatcher = Arc::new(ZoneService::new(Arc::clone(&scheduler), mailbox, abilities, jobs));
     let state = AppState::build(config, dispatcher, metrics, Some(store))?;
-    Ok(Service { state, ingestor, scheduler, stop_pulls, pull_tasks })
+    Ok(Service { state, ingestor, scheduler, stop_background, background })
 }
 
 impl Service {
@@ -129,8 +162,8 @@ impl Service {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
         let served = crate::http::serve(listener, Arc::clone(&self.state), shutdown).await;
-        let _ = self.stop_pulls.send(true);
-        for task in self.pull_tasks {
+        let _ = self.stop_background.send(true);
+        for task in self.background {
             let _ = task.await;
         }
         served

@@ -15,6 +15,7 @@ use crate::config::Config;
 use crate::crypto::generate_key_pair_pem;
 use crate::metrics::Metrics;
 use crate::simulator::{Simulator, SimulatorConfig};
+use crate::upstream::UpstreamClient;
 
 const CORP_ID: &str = "wwbench0000000001";
 /// Records checked one by one against the simulator after the run.
@@ -54,7 +55,9 @@ pub async fn ingest(messages: usize, page_limit: u32, out: &mut dyn Write) -> Re
         .map_err(|e| setup(&e))?;
     let _ = writeln!(out, "prepared in {:.1} s", prepared.elapsed().as_secs_f64());
     let config = bench_config(&simulator, &workdir, &private_pem, page_limit).map_err(|e| setup(&e))?;
-    let (store, ingestor) = build_ingestor(&config, Arc::new(Metrics::new())).map_err(|e| setup(&e))?;
+    let metrics = Arc::new(Metrics::new());
+    let upstream = UpstreamClient::new(&config, Arc::clone(&metrics)).map_err(|e| setup(&e))?;
+    let (store, ingestor) = build_ingestor(&config, upstream, metrics).map_err(|e| setup(&e))?;
 
     let started = Instant::now();
     let summary = ingestor.pull(CORP_ID, None).await?;

@@ -4,6 +4,8 @@
 #![forbid(unsafe_code)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
+/// The abilities the application calls, and the async job runner.
+pub mod abilities;
 /// The command line and exit codes.
 pub mod cli;
 /// Configuration: TOML, `WECOM_ZONE__…` overrides, secrets, validation.
@@ -16,6 +18,8 @@ pub mod http;
 pub mod inbound;
 /// Chat-record ingest: the pull pipeline and its scheduler.
 pub mod ingest;
+/// The notify_id mailbox.
+pub mod mailbox;
 /// Prometheus metrics.
 pub mod metrics;
 /// Durable storage behind the `Store` trait; the only module that knows SQL.

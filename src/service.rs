@@ -1,58 +1,75 @@
 //! The dispatcher of the running service: what events and calls mean.
 //!
-//! `conversation_new_message` (zone) and `msgaudit_notify` (classic) start a pull for their corp;
-//! other events are recorded in the log by kind. Abilities are not built yet: every call is
-//! answered 710636.
+//! Every event is kept in the mailbox before it is acknowledged; `conversation_new_message` and
+//! `msgaudit_notify` also start a pull, whose summary their entry carries. Synchronous ability calls
+//! are answered by `abilities`; asynchronous ones are kept as jobs and run in the background.
 
 use std::sync::Arc;
 
 use serde_json::Value;
 
-use crate::inbound::{
-    AbilityCall, BoxFuture, ClassicEventKind, DispatchError, Dispatcher, Event, ZoneEventKind, unknown_ability,
-};
+use crate::abilities::{Abilities, JobRunner};
+use crate::inbound::{AbilityCall, BoxFuture, DeliveryKey, DispatchError, Dispatcher, Event, ZoneEventKind};
 use crate::ingest::PullScheduler;
+use crate::mailbox::{Mailbox, starts_pull};
 
 pub struct ZoneService {
     scheduler: Arc<PullScheduler>,
+    mailbox: Arc<Mailbox>,
+    abilities: Arc<Abilities>,
+    jobs: Arc<JobRunner>,
 }
 
 impl ZoneService {
-    pub fn new(scheduler: Arc<PullScheduler>) -> ZoneService {
-        ZoneService { scheduler }
+    pub fn new(
+        scheduler: Arc<PullScheduler>,
+        mailbox: Arc<Mailbox>,
+        abilities: Arc<Abilities>,
+        jobs: Arc<JobRunner>,
+    ) -> ZoneService {
+        ZoneService { scheduler, mailbox, abilities, jobs }
     }
 }
 
 impl Dispatcher for ZoneService {
-    fn accept_event(&self, event: Event) -> BoxFuture<'_, Result<(), DispatchError>> {
+    fn accept_event(&self, event: Event, delivery: DeliveryKey) -> BoxFuture<'_, Result<(), DispatchError>> {
         Box::pin(async move {
+            let pulls = starts_pull(&event);
+            let entry = self
+                .mailbox
+                .keep_event(&event, &delivery, pulls)
+                .await
+                .map_err(|error| DispatchError(error.to_string()))?;
+            let Some(entry) = entry else {
+                tracing::info!("event delivered again after a restart; kept once");
+                return Ok(());
+            };
             match &event {
-                Event::Zone(zone) => match &zone.kind {
-                    ZoneEventKind::ConversationNewMessage { token } => {
-                        self.scheduler.trigger(&zone.corp_id, Some(token.clone()));
+                Event::Zone(zone) => {
+                    tracing::info!(corp_id = %zone.corp_id, event_type = %zone.event_type, "zone event kept");
+                    if let ZoneEventKind::ConversationNewMessage { token } = &zone.kind {
+                        self.scheduler.trigger(&zone.corp_id, Some(token.clone()), Some(entry));
                     }
-                    _ => tracing::info!(corp_id = %zone.corp_id, event_type = %zone.event_type, "zone event received"),
-                },
-                Event::Classic { corp_id, event } => match &event.kind {
-                    ClassicEventKind::MsgauditNotify { .. } => {
-                        self.scheduler.trigger(corp_id, None);
+                }
+                Event::Classic { corp_id, event } => {
+                    tracing::info!(corp_id, msg_type = %event.msg_type, event = ?event.event, "classic event kept");
+                    if pulls {
+                        self.scheduler.trigger(corp_id, None, Some(entry));
                     }
-                    _ => {
-                        tracing::info!(corp_id, msg_type = %event.msg_type, event = ?event.event, "classic event received")
-                    }
-                },
+                }
             }
             Ok(())
         })
     }
 
     fn call_ability(&self, call: AbilityCall) -> BoxFuture<'_, Value> {
-        Box::pin(async move { unknown_ability(&call.ability_id) })
+        Box::pin(async move { self.abilities.call(&call).await })
     }
 
-    fn accept_async_call(&self, call: AbilityCall) -> BoxFuture<'_, Result<(), DispatchError>> {
+    fn accept_async_call(&self, call: AbilityCall, delivery: DeliveryKey) -> BoxFuture<'_, Result<(), DispatchError>> {
         Box::pin(async move {
-            tracing::warn!(ability_id = %call.ability_id, "async ability call acknowledged but not run: no abilities are built yet");
+            self.jobs.accept(&call, &delivery).await.map_err(|error| DispatchError(error.to_string()))?;
+            tracing::info!(ability_id = %call.ability_id, "async call kept as a job");
             Ok(())
         })
     }

@@ -49,6 +49,7 @@ pub struct Config {
     pub mailbox: MailboxConfig,
     pub log: LogConfig,
     pub ingest: IngestConfig,
+    pub abilities: AbilitiesConfig,
     pub corps: Vec<CorpConfig>,
     /// The file the configuration was read from, if any.
     pub source: Option<PathBuf>,
@@ -100,7 +101,16 @@ pub struct IngestConfig {
 
 #[derive(Debug, Clone)]
 pub struct MailboxConfig {
+    /// How long a notified entry stays fetchable.
     pub ttl: Duration,
+    /// A `get_callback_data` answer larger than this is paged.
+    pub max_answer_bytes: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct AbilitiesConfig {
+    /// The zone APIs `invoke_<api>` may call.
+    pub invoke_apis: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -233,7 +243,12 @@ impl Config {
             self.upstream.base_url,
             self.upstream.timeout.as_millis()
         ));
-        out.push_str(&format!("mailbox: ttl {} s\n", self.mailbox.ttl.as_secs()));
+        out.push_str(&format!(
+            "mailbox: ttl {} s, answers paged above {} bytes\n",
+            self.mailbox.ttl.as_secs(),
+            self.mailbox.max_answer_bytes
+        ));
+        out.push_str(&format!("abilities: invoke_ allow-list of {} APIs\n", self.abilities.invoke_apis.len()));
         out.push_str(&format!("log: {:?}, level {}\n", self.log.format, self.log.level));
         let poll = self.ingest.poll_interval.map_or("disabled".into(), |d| format!("every {} s", d.as_secs()));
         out.push_str(&format!(

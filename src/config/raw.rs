@@ -12,8 +12,8 @@ use crate::crypto::RsaPadding;
 use serde::{Deserialize, Deserializer, de::Error as _};
 
 use super::{
-    Config, ConfigError, CorpConfig, IngestConfig, LogConfig, LogFormat, MailboxConfig, PrivateKeyConfig, Secret,
-    ServerConfig, StorageConfig, UpstreamConfig, validate_corps,
+    AbilitiesConfig, Config, ConfigError, CorpConfig, IngestConfig, LogConfig, LogFormat, MailboxConfig,
+    PrivateKeyConfig, Secret, ServerConfig, StorageConfig, UpstreamConfig, validate_corps,
 };
 
 #[derive(Deserialize, Default)]
@@ -31,6 +31,8 @@ pub(super) struct RawConfig {
     log: RawLog,
     #[serde(default)]
     ingest: RawIngest,
+    #[serde(default)]
+    abilities: RawAbilities,
     #[serde(default)]
     corp: Vec<RawCorp>,
 }
@@ -145,11 +147,27 @@ impl RawIngest {
 struct RawMailbox {
     #[serde(deserialize_with = "lenient")]
     ttl_s: u64,
+    #[serde(deserialize_with = "lenient")]
+    max_answer_bytes: usize,
 }
 
 impl Default for RawMailbox {
     fn default() -> Self {
-        RawMailbox { ttl_s: 86_400 }
+        RawMailbox { ttl_s: 86_400, max_answer_bytes: 512 * 1024 }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawAbilities {
+    invoke_apis: Vec<String>,
+}
+
+impl Default for RawAbilities {
+    fn default() -> Self {
+        RawAbilities {
+            invoke_apis: crate::abilities::DEFAULT_INVOKE_APIS.iter().map(|api| (*api).to_owned()).collect(),
+        }
     }
 }
 
@@ -224,7 +242,8 @@ impl RawConfig {
             server: self.server.validate()?,
             storage: StorageConfig { path: self.storage.path },
             upstream: self.upstream.validate()?,
-            mailbox: MailboxConfig { ttl: Duration::from_secs(self.mailbox.ttl_s) },
+            mailbox: self.mailbox.validate()?,
+            abilities: AbilitiesConfig { invoke_apis: self.abilities.invoke_apis },
             log: self.log.validate()?,
             corps,
             source: None,
@@ -249,6 +268,18 @@ impl RawServer {
             request_timeout: Duration::from_millis(self.request_timeout_ms),
             duplicate_window: Duration::from_secs(self.duplicate_window_s),
         })
+    }
+}
+
+impl RawMailbox {
+    fn validate(self) -> Result<MailboxConfig, ConfigError> {
+        if self.ttl_s == 0 {
+            return Err(ConfigError::invalid("mailbox.ttl_s", "must be positive"));
+        }
+        if self.max_answer_bytes < 4096 {
+            return Err(ConfigError::invalid("mailbox.max_answer_bytes", "must be at least 4096"));
+        }
+        Ok(MailboxConfig { ttl: Duration::from_secs(self.ttl_s), max_answer_bytes: self.max_answer_bytes })
     }
 }
 

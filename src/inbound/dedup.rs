@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use sha1::{Digest, Sha1};
 
-pub type DeliveryKey = [u8; 20];
+pub use super::dispatch::DeliveryKey;
 
 /// Bounded in time (`window`) and in size (`capacity`, oldest forgotten first).
 pub struct DeliveryLog {

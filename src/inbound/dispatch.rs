@@ -26,15 +26,19 @@ pub enum Event {
 #[error("event could not be accepted: {0}")]
 pub struct DispatchError(pub String);
 
+/// Identifies one delivery (corp + digest of its ciphertext): a WeCom retry has the same key.
+pub type DeliveryKey = [u8; 20];
+
 pub trait Dispatcher: Send + Sync + 'static {
-    /// Makes the event durable and schedules its follow-up work. Called once per delivery.
-    fn accept_event(&self, event: Event) -> BoxFuture<'_, Result<(), DispatchError>>;
+    /// Makes the event durable and schedules its follow-up work. A durable dispatcher uses
+    /// `delivery` to recognise a retry delivered after a restart.
+    fn accept_event(&self, event: Event, delivery: DeliveryKey) -> BoxFuture<'_, Result<(), DispatchError>>;
 
     /// Runs a synchronous ability call and returns its output JSON (or `{errcode, errmsg}`).
     fn call_ability(&self, call: AbilityCall) -> BoxFuture<'_, Value>;
 
     /// Makes an asynchronous call durable; its result goes to `program_async_job_call_back` later.
-    fn accept_async_call(&self, call: AbilityCall) -> BoxFuture<'_, Result<(), DispatchError>>;
+    fn accept_async_call(&self, call: AbilityCall, delivery: DeliveryKey) -> BoxFuture<'_, Result<(), DispatchError>>;
 }
 
 /// WeCom's errcode for an ability id that no program handler serves.
@@ -45,13 +49,13 @@ pub fn unknown_ability(ability_id: &str) -> Value {
     json!({"errcode": UNKNOWN_ABILITY, "errmsg": format!("unknown ability_id {ability_id}")})
 }
 
-/// The dispatcher of the front-door-only service: it records events in the log (by kind, never
-/// content) and answers every ability with 710636, because no ability is built yet.
+/// A dispatcher for the front door alone (no store): it records events in the log (by kind, never
+/// content) and answers every ability with 710636.
 #[derive(Debug, Default)]
 pub struct LoggingDispatcher;
 
 impl Dispatcher for LoggingDispatcher {
-    fn accept_event(&self, event: Event) -> BoxFuture<'_, Result<(), DispatchError>> {
+    fn accept_event(&self, event: Event, _delivery: DeliveryKey) -> BoxFuture<'_, Result<(), DispatchError>> {
         Box::pin(async move {
             match &event {
                 Event::Classic { corp_id, event } => {
@@ -69,7 +73,7 @@ impl Dispatcher for LoggingDispatcher {
         Box::pin(async move { unknown_ability(&call.ability_id) })
     }
 
-    fn accept_async_call(&self, call: AbilityCall) -> BoxFuture<'_, Result<(), DispatchError>> {
+    fn accept_async_call(&self, call: AbilityCall, _delivery: DeliveryKey) -> BoxFuture<'_, Result<(), DispatchError>> {
         Box::pin(async move {
             tracing::warn!(
                 ability_id = %call.ability_id,

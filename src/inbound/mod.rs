@@ -23,7 +23,9 @@ pub use decode::{
     decode,
 };
 pub use dedup::DeliveryLog;
-pub use dispatch::{BoxFuture, DispatchError, Dispatcher, Event, LoggingDispatcher, UNKNOWN_ABILITY, unknown_ability};
+pub use dispatch::{
+    BoxFuture, DeliveryKey, DispatchError, Dispatcher, Event, LoggingDispatcher, UNKNOWN_ABILITY, unknown_ability,
+};
 pub use query::CallbackQuery;
 
 /// How many deliveries the duplicate filter remembers at most.
@@ -124,20 +126,24 @@ impl FrontDoor {
         match inbound {
             Inbound::Classic(event) => {
                 let corp_id = corp.config.corp_id.clone();
-                self.accept_once(delivery, &label, self.dispatcher.accept_event(Event::Classic { corp_id, event }))
-                    .await?;
+                self.accept_once(
+                    delivery,
+                    &label,
+                    self.dispatcher.accept_event(Event::Classic { corp_id, event }, delivery),
+                )
+                .await?;
                 Ok(Reply::Text(b"success".to_vec()))
             }
             Inbound::ZoneEvent(mut event) => {
                 check_named_corp(&corp.config, &event.corp_id)?;
                 event.corp_id.clone_from(&corp.config.corp_id);
-                self.accept_once(delivery, &label, self.dispatcher.accept_event(Event::Zone(event))).await?;
+                self.accept_once(delivery, &label, self.dispatcher.accept_event(Event::Zone(event), delivery)).await?;
                 Ok(self.seal(corp, &serde_json::json!({"errcode": 0, "errmsg": "ok"}), format))
             }
             Inbound::Ability(mut call) if call.is_async => {
                 check_named_corp(&corp.config, &call.corp_id)?;
                 call.corp_id.clone_from(&corp.config.corp_id);
-                self.accept_once(delivery, &label, self.dispatcher.accept_async_call(call)).await?;
+                self.accept_once(delivery, &label, self.dispatcher.accept_async_call(call, delivery)).await?;
                 Ok(self.seal(corp, &serde_json::json!({"errcode": 0, "errmsg": "ok"}), format))
             }
             Inbound::Ability(mut call) => {

@@ -16,7 +16,7 @@ use serde_json::value::RawValue;
 use tokio::sync::{mpsc, oneshot};
 
 pub use records::{STATUS_MALFORMED, to_record};
-pub use scheduler::{PullScheduler, Schedule};
+pub use scheduler::{PullListener, PullScheduler, Schedule};
 
 use crate::crypto::{KeyRing, SecretKeyError};
 use crate::inbound::unix_now;

@@ -35,12 +35,24 @@ pub fn to_record(raw: &RawValue, ring: &KeyRing) -> (NewRecord, Option<SecretKey
             .collect::<Vec<_>>(),
     )
     .unwrap_or_else(|_| "[]".to_owned());
+    let chatid = item.chatid.filter(|chatid| !chatid.is_empty());
+    let conversation = match &chatid {
+        Some(chatid) => chatid.clone(),
+        None => {
+            let mut ids: Vec<&str> = item.receiver_list.iter().map(|party| party.id.as_str()).collect();
+            ids.push(&item.sender.id);
+            ids.sort_unstable();
+            ids.dedup();
+            ids.join("|")
+        }
+    };
     let record = NewRecord {
         msgid: item.msgid,
         sender_type: item.sender.kind,
         sender_id: item.sender.id,
         receivers,
-        chatid: item.chatid.filter(|chatid| !chatid.is_empty()),
+        chatid,
+        conversation,
         send_time: item.send_time,
         msgtype: item.msgtype,
         public_key_ver: version,
@@ -65,6 +77,7 @@ fn malformed(raw: &str) -> NewRecord {
         sender_id: String::new(),
         receivers: "[]".to_owned(),
         chatid: None,
+        conversation: String::new(),
         send_time: 0,
         msgtype: 0,
         public_key_ver: None,

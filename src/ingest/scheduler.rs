@@ -20,6 +20,13 @@ struct Trigger {
     wake: Notify,
     /// The newest `conversation_new_message` token, used by the next pull (valid 10 minutes).
     token: Mutex<Option<String>>,
+    /// Mailbox entries waiting for the next successful pull's summary.
+    waiting: Mutex<Vec<i64>>,
+}
+
+/// Told when a pull succeeded, with the mailbox entries that were waiting for it.
+pub trait PullListener: Send + Sync + 'static {
+    fn pull_finished(&self, corp_id: &str, entries: &[i64], summary: &PullSummary);
 }
 
 pub struct PullScheduler {
@@ -35,23 +42,30 @@ pub struct Schedule {
 
 impl PullScheduler {
     /// Spawns one loop per corp; they stop when `shutdown` becomes true.
+    /// `corps` are `(corp_id, mailbox entries already waiting for a pull)`.
     pub fn start(
         ingestor: Arc<Ingestor>,
-        corp_ids: &[String],
+        corps: Vec<(String, Vec<i64>)>,
         schedule: Schedule,
+        listener: Arc<dyn PullListener>,
         metrics: Arc<Metrics>,
         shutdown: watch::Receiver<bool>,
     ) -> (Arc<PullScheduler>, Vec<JoinHandle<()>>) {
         let mut triggers = HashMap::new();
         let mut tasks = Vec::new();
-        for corp_id in corp_ids {
-            let trigger = Arc::new(Trigger { wake: Notify::new(), token: Mutex::new(None) });
+        for (corp_id, waiting) in &corps {
+            let trigger = Arc::new(Trigger {
+                wake: Notify::new(),
+                token: Mutex::new(None),
+                waiting: Mutex::new(waiting.clone()),
+            });
             triggers.insert(corp_id.clone(), Arc::clone(&trigger));
             tasks.push(tokio::spawn(run_corp(
                 Arc::clone(&ingestor),
                 corp_id.clone(),
                 trigger,
                 schedule,
+                Arc::clone(&listener),
                 Arc::clone(&metrics),
                 shutdown.clone(),
             )));
@@ -59,11 +73,15 @@ impl PullScheduler {
         (Arc::new(PullScheduler { triggers }), tasks)
     }
 
-    /// Asks for a pull of `corp_id`; returns false for an unknown corp.
-    pub fn trigger(&self, corp_id: &str, token: Option<String>) -> bool {
+    /// Asks for a pull of `corp_id`, optionally on behalf of a mailbox entry that wants its
+    /// summary; returns false for an unknown corp.
+    pub fn trigger(&self, corp_id: &str, token: Option<String>, mailbox_entry: Option<i64>) -> bool {
         let Some(trigger) = self.triggers.get(corp_id) else { return false };
         if let Some(token) = token.filter(|token| !token.is_empty()) {
-            *trigger.token.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(token);
+            *lock(&trigger.token) = Some(token);
+        }
+        if let Some(entry) = mailbox_entry {
+            lock(&trigger.waiting).push(entry);
         }
         trigger.wake.notify_one();
         true
@@ -75,6 +93,7 @@ async fn run_corp(
     corp_id: String,
     trigger: Arc<Trigger>,
     schedule: Schedule,
+    listener: Arc<dyn PullListener>,
     metrics: Arc<Metrics>,
     mut shutdown: watch::Receiver<bool>,
 ) {
@@ -82,7 +101,9 @@ async fn run_corp(
         tracing::warn!(corp_id, %error, "recovering secret keys failed; retried at the next start");
     }
     loop {
-        let token = trigger.token.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).take();
+        let token = lock(&trigger.token).take();
+        // Entries that arrive during this pull wait for the next one, which the trigger schedules.
+        let waiting = std::mem::take(&mut *lock(&trigger.waiting));
         let outcome = tokio::select! {
             outcome = ingestor.pull(&corp_id, token) => outcome,
             _ = shutdown.changed() => return,
@@ -90,9 +111,17 @@ async fn run_corp(
         let pause = match outcome {
             Ok(summary) => {
                 log_summary(&corp_id, &summary);
+                if !waiting.is_empty() {
+                    let listener = Arc::clone(&listener);
+                    let corp_id = corp_id.clone();
+                    // The listener writes to the store: off the async workers.
+                    let _ =
+                        tokio::task::spawn_blocking(move || listener.pull_finished(&corp_id, &waiting, &summary)).await;
+                }
                 None
             }
             Err(error) => {
+                lock(&trigger.waiting).extend(waiting);
                 metrics.pull_failure(&corp_id);
                 tracing::warn!(corp_id, %error, "pull failed; retrying");
                 Some(schedule.retry_delay)
@@ -129,4 +158,8 @@ fn log_summary(corp_id: &str, summary: &PullSummary) {
     } else {
         tracing::debug!(corp_id, "pull found nothing new");
     }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }

@@ -11,11 +11,16 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 
-use super::{IngestStatus, NewRecord, PageCommit, PageOutcome, PendingKey, STATUS_OK, Store, StoreError, StoredRecord};
+use super::{
+    Conversation, IngestStatus, JOB_DELIVERED, JOB_DONE, JOB_PENDING, Job, MAILBOX_AWAITING_PULL, MAILBOX_NOTIFIED,
+    MAILBOX_PENDING_NOTIFY, MailboxEntry, MessageFilter, NewJob, NewMailboxEntry, NewRecord, PageCommit, PageOutcome,
+    PendingKey, STATUS_OK, Store, StoreError, StoredRecord,
+};
 
 /// Embedded migrations, applied in order; `PRAGMA user_version` counts the applied ones.
 /// (rusqlite_migration does the same but lags rusqlite releases, so these few lines stay here.)
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE records (
     id                   INTEGER PRIMARY KEY,
     corp_id              TEXT    NOT NULL,
@@ -24,6 +29,7 @@ CREATE TABLE records (
     sender_id            TEXT    NOT NULL,
     receivers            TEXT    NOT NULL,
     chatid               TEXT,
+    conversation         TEXT    NOT NULL,
     send_time            INTEGER NOT NULL,
     msgtype              INTEGER NOT NULL,
     public_key_ver       INTEGER,
@@ -37,7 +43,7 @@ CREATE TABLE records (
 );
 CREATE UNIQUE INDEX records_msgid ON records(corp_id, msgid);
 CREATE INDEX records_pending ON records(corp_id, public_key_ver, id) WHERE decrypt_status <> 'ok';
-CREATE INDEX records_time ON records(corp_id, send_time);
+CREATE INDEX records_conversation ON records(corp_id, conversation);
 
 CREATE TABLE pages (
     id           INTEGER PRIMARY KEY,
@@ -57,7 +63,60 @@ CREATE TABLE cursors (
     updated_at   INTEGER NOT NULL,
     last_pull_at INTEGER
 );
-"#];
+"#,
+    r#"
+CREATE TABLE mailbox (
+    id              INTEGER PRIMARY KEY,
+    corp_id         TEXT    NOT NULL,
+    delivery_key    BLOB,
+    kind            TEXT    NOT NULL,
+    notify_scene    INTEGER NOT NULL,
+    payload         TEXT    NOT NULL,
+    state           TEXT    NOT NULL,
+    notify_id       TEXT,
+    created_at      INTEGER NOT NULL,
+    notified_at     INTEGER,
+    expires_at      INTEGER,
+    notify_attempts INTEGER NOT NULL DEFAULT 0
+);
+CREATE UNIQUE INDEX mailbox_delivery ON mailbox(corp_id, delivery_key) WHERE delivery_key IS NOT NULL;
+CREATE INDEX mailbox_notify_id ON mailbox(corp_id, notify_id) WHERE notify_id IS NOT NULL;
+CREATE INDEX mailbox_state ON mailbox(state, id);
+
+CREATE TABLE mailbox_fetches (
+    id          INTEGER PRIMARY KEY,
+    mailbox_id  INTEGER NOT NULL REFERENCES mailbox(id) ON DELETE CASCADE,
+    page        INTEGER NOT NULL,
+    fetched_at  INTEGER NOT NULL
+);
+CREATE INDEX mailbox_fetches_entry ON mailbox_fetches(mailbox_id);
+
+CREATE TABLE jobs (
+    id           INTEGER PRIMARY KEY,
+    corp_id      TEXT    NOT NULL,
+    agent_id     INTEGER NOT NULL,
+    ability_id   TEXT    NOT NULL,
+    notify_id    TEXT    NOT NULL,
+    job_info     TEXT    NOT NULL,
+    request_data TEXT    NOT NULL,
+    delivery_key BLOB,
+    state        TEXT    NOT NULL,
+    errcode      INTEGER,
+    result       TEXT,
+    attempts     INTEGER NOT NULL DEFAULT 0,
+    created_at   INTEGER NOT NULL,
+    updated_at   INTEGER NOT NULL
+);
+CREATE UNIQUE INDEX jobs_delivery ON jobs(corp_id, delivery_key) WHERE delivery_key IS NOT NULL;
+CREATE INDEX jobs_state ON jobs(state, id);
+"#,
+];
+
+const RECORD_COLUMNS: &str = "id, msgid, sender_type, sender_id, receivers, chatid, conversation, send_time, msgtype,
+    public_key_ver, encrypted_secret_key, secret_key, decrypt_status, call_duration, raw, stored_at";
+
+const MAILBOX_COLUMNS: &str = "id, corp_id, kind, notify_scene, payload, state, notify_id, created_at, notified_at,
+    expires_at, notify_attempts, (SELECT count(*) FROM mailbox_fetches WHERE mailbox_id = mailbox.id)";
 
 pub struct SqliteStore {
     // A std Mutex: SQLite calls are blocking and run on blocking threads, never across an await.
@@ -183,35 +242,9 @@ impl Store for SqliteStore {
 
     fn record(&self, corp_id: &str, msgid: &str) -> Result<Option<StoredRecord>, StoreError> {
         let connection = self.lock();
-        let mut statement = connection.prepare_cached(
-            "SELECT id, msgid, sender_type, sender_id, receivers, chatid, send_time, msgtype, public_key_ver,
-                    encrypted_secret_key, secret_key, decrypt_status, call_duration, raw, stored_at
-             FROM records WHERE corp_id = ?1 AND msgid = ?2",
-        )?;
-        let record = statement
-            .query_row([corp_id, msgid], |row| {
-                let status: String = row.get(11)?;
-                Ok(StoredRecord {
-                    id: row.get(0)?,
-                    record: NewRecord {
-                        msgid: row.get(1)?,
-                        sender_type: row.get(2)?,
-                        sender_id: row.get(3)?,
-                        receivers: row.get(4)?,
-                        chatid: row.get(5)?,
-                        send_time: row.get(6)?,
-                        msgtype: row.get(7)?,
-                        public_key_ver: row.get(8)?,
-                        encrypted_secret_key: row.get(9)?,
-                        secret_key: row.get(10)?,
-                        decrypt_status: known_status(&status),
-                        call_duration: row.get(12)?,
-                        raw: row.get(13)?,
-                    },
-                    stored_at: row.get(14)?,
-                })
-            })
-            .optional()?;
+        let sql = format!("SELECT {RECORD_COLUMNS} FROM records WHERE corp_id = ?1 AND msgid = ?2");
+        let mut statement = connection.prepare_cached(&sql)?;
+        let record = statement.query_row([corp_id, msgid], stored_record).optional()?;
         Ok(record)
     }
 
@@ -247,6 +280,263 @@ impl Store for SqliteStore {
         self.lock().query_row("SELECT 1", [], |_| Ok(()))?;
         Ok(())
     }
+
+    fn list_messages(&self, corp_id: &str, filter: &MessageFilter) -> Result<Vec<StoredRecord>, StoreError> {
+        let connection = self.lock();
+        let sql = format!(
+            "SELECT {RECORD_COLUMNS} FROM records
+             WHERE corp_id = ?1 AND id > ?2
+               AND (?3 IS NULL OR chatid = ?3)
+               AND (?4 IS NULL OR (sender_type = 1 AND sender_id = ?4) OR EXISTS (
+                    SELECT 1 FROM json_each(records.receivers)
+                    WHERE json_extract(value, '$.type') = 1 AND json_extract(value, '$.id') = ?4))
+               AND (?5 IS NULL OR (sender_type = 2 AND sender_id = ?5) OR EXISTS (
+                    SELECT 1 FROM json_each(records.receivers)
+                    WHERE json_extract(value, '$.type') = 2 AND json_extract(value, '$.id') = ?5))
+               AND (?6 IS NULL OR msgtype = ?6)
+               AND (?7 IS NULL OR send_time >= ?7)
+               AND (?8 IS NULL OR send_time <= ?8)
+             ORDER BY id LIMIT ?9"
+        );
+        let mut statement = connection.prepare_cached(&sql)?;
+        let rows = statement.query_map(
+            params![
+                corp_id,
+                filter.after_id,
+                filter.chatid,
+                filter.userid,
+                filter.external_userid,
+                filter.msgtype,
+                filter.begin_time,
+                filter.end_time,
+                filter.limit as i64
+            ],
+            stored_record,
+        )?;
+        Ok(rows.collect::<Result<Vec<_>, _>>()?)
+    }
+
+    fn list_conversations(
+        &self,
+        corp_id: &str,
+        userid: Option<&str>,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<Conversation>, StoreError> {
+        let connection = self.lock();
+        let mut statement = connection.prepare_cached(
+            "SELECT conversation, count(*), max(send_time), max(id) FROM records
+             WHERE corp_id = ?1 AND conversation > ?2 AND conversation <> ''
+               AND (?3 IS NULL OR conversation IN (
+                    SELECT conversation FROM records WHERE corp_id = ?1 AND (sender_id = ?3 OR EXISTS (
+                        SELECT 1 FROM json_each(records.receivers) WHERE json_extract(value, '$.id') = ?3))))
+             GROUP BY conversation ORDER BY conversation LIMIT ?4",
+        )?;
+        let groups: Vec<(String, i64, i64, i64)> = statement
+            .query_map(params![corp_id, after.unwrap_or(""), userid, limit as i64], |row| {
+                Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
+            })?
+            .collect::<Result<_, _>>()?;
+        let mut newest = connection.prepare_cached("SELECT chatid, sender_id, receivers FROM records WHERE id = ?1")?;
+        let mut conversations = Vec::with_capacity(groups.len());
+        for (key, message_count, last_send_time, newest_id) in groups {
+            let (chatid, sender, receivers): (Option<String>, String, String) =
+                newest.query_row([newest_id], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))?;
+            let mut participants: Vec<String> = serde_json::from_str::<Vec<serde_json::Value>>(&receivers)
+                .unwrap_or_default()
+                .iter()
+                .filter_map(|party| party["id"].as_str().map(str::to_owned))
+                .collect();
+            participants.push(sender);
+            participants.sort();
+            participants.dedup();
+            conversations.push(Conversation { key, chatid, participants, last_send_time, message_count });
+        }
+        Ok(conversations)
+    }
+
+    fn mailbox_insert(&self, entry: &NewMailboxEntry, now: i64) -> Result<Option<i64>, StoreError> {
+        let connection = self.lock();
+        let state = if entry.awaiting_pull { MAILBOX_AWAITING_PULL } else { MAILBOX_PENDING_NOTIFY };
+        let inserted = connection
+            .prepare_cached(
+                "INSERT INTO mailbox(corp_id, delivery_key, kind, notify_scene, payload, state, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT DO NOTHING",
+            )?
+            .execute(params![
+                entry.corp_id,
+                entry.delivery_key,
+                entry.kind,
+                entry.notify_scene,
+                entry.payload,
+                state,
+                now
+            ])?;
+        Ok((inserted == 1).then(|| connection.last_insert_rowid()))
+    }
+
+    fn mailbox_awaiting_pull(&self, corp_id: &str) -> Result<Vec<i64>, StoreError> {
+        let connection = self.lock();
+        let mut statement =
+            connection.prepare_cached("SELECT id FROM mailbox WHERE corp_id = ?1 AND state = ?2 ORDER BY id")?;
+        let ids = statement.query_map(params![corp_id, MAILBOX_AWAITING_PULL], |row| row.get(0))?;
+        Ok(ids.collect::<Result<Vec<_>, _>>()?)
+    }
+
+    fn mailbox_entry(&self, id: i64) -> Result<Option<MailboxEntry>, StoreError> {
+        let connection = self.lock();
+        let sql = format!("SELECT {MAILBOX_COLUMNS} FROM mailbox WHERE id = ?1");
+        Ok(connection.prepare_cached(&sql)?.query_row([id], mailbox_entry).optional()?)
+    }
+
+    fn mailbox_finish_pull(&self, id: i64, payload: &str) -> Result<(), StoreError> {
+        let connection = self.lock();
+        connection
+            .prepare_cached("UPDATE mailbox SET payload = ?2, state = ?3 WHERE id = ?1 AND state = ?4")?
+            .execute(params![id, payload, MAILBOX_PENDING_NOTIFY, MAILBOX_AWAITING_PULL])?;
+        Ok(())
+    }
+
+    fn mailbox_pending_notifications(&self, limit: usize) -> Result<Vec<MailboxEntry>, StoreError> {
+        let connection = self.lock();
+        let sql = format!("SELECT {MAILBOX_COLUMNS} FROM mailbox WHERE state = ?1 ORDER BY id LIMIT ?2");
+        let mut statement = connection.prepare_cached(&sql)?;
+        let rows = statement.query_map(params![MAILBOX_PENDING_NOTIFY, limit as i64], mailbox_entry)?;
+        Ok(rows.collect::<Result<Vec<_>, _>>()?)
+    }
+
+    fn mailbox_set_notified(&self, id: i64, notify_id: &str, now: i64, expires_at: i64) -> Result<(), StoreError> {
+        let connection = self.lock();
+        connection
+            .prepare_cached(
+                "UPDATE mailbox SET notify_id = ?2, state = ?3, notified_at = ?4, expires_at = ?5,
+                 notify_attempts = notify_attempts + 1 WHERE id = ?1",
+            )?
+            .execute(params![id, notify_id, MAILBOX_NOTIFIED, now, expires_at])?;
+        Ok(())
+    }
+
+    fn mailbox_notify_failed(&self, id: i64) -> Result<(), StoreError> {
+        let connection = self.lock();
+        connection
+            .prepare_cached("UPDATE mailbox SET notify_attempts = notify_attempts + 1 WHERE id = ?1")?
+            .execute([id])?;
+        Ok(())
+    }
+
+    fn mailbox_by_notify_id(
+        &self,
+        corp_id: &str,
+        notify_id: &str,
+        now: i64,
+    ) -> Result<Option<MailboxEntry>, StoreError> {
+        let connection = self.lock();
+        let sql = format!(
+            "SELECT {MAILBOX_COLUMNS} FROM mailbox
+             WHERE corp_id = ?1 AND notify_id = ?2 AND state = ?3 AND expires_at > ?4 ORDER BY id LIMIT 1"
+        );
+        let mut statement = connection.prepare_cached(&sql)?;
+        Ok(statement.query_row(params![corp_id, notify_id, MAILBOX_NOTIFIED, now], mailbox_entry).optional()?)
+    }
+
+    fn mailbox_record_fetch(&self, id: i64, page: u32, now: i64) -> Result<(), StoreError> {
+        let connection = self.lock();
+        connection
+            .prepare_cached("INSERT INTO mailbox_fetches(mailbox_id, page, fetched_at) VALUES (?1, ?2, ?3)")?
+            .execute(params![id, page, now])?;
+        Ok(())
+    }
+
+    fn mailbox_expire(&self, now: i64) -> Result<usize, StoreError> {
+        let connection = self.lock();
+        Ok(connection
+            .prepare_cached("DELETE FROM mailbox WHERE state = ?1 AND expires_at <= ?2")?
+            .execute(params![MAILBOX_NOTIFIED, now])?)
+    }
+
+    fn job_insert(&self, job: &NewJob, now: i64) -> Result<Option<i64>, StoreError> {
+        let connection = self.lock();
+        let inserted = connection
+            .prepare_cached(
+                "INSERT INTO jobs(corp_id, agent_id, ability_id, notify_id, job_info, request_data, delivery_key,
+                                  state, created_at, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9) ON CONFLICT DO NOTHING",
+            )?
+            .execute(params![
+                job.corp_id,
+                job.agent_id,
+                job.ability_id,
+                job.notify_id,
+                job.job_info,
+                job.request_data,
+                job.delivery_key,
+                JOB_PENDING,
+                now
+            ])?;
+        Ok((inserted == 1).then(|| connection.last_insert_rowid()))
+    }
+
+    fn jobs_unfinished(&self) -> Result<Vec<Job>, StoreError> {
+        let connection = self.lock();
+        let mut statement = connection.prepare_cached(
+            "SELECT id, corp_id, agent_id, ability_id, notify_id, job_info, request_data, delivery_key, state,
+                    errcode, result, attempts
+             FROM jobs WHERE state <> ?1 ORDER BY id",
+        )?;
+        let rows = statement.query_map([JOB_DELIVERED], |row| {
+            Ok(Job {
+                id: row.get(0)?,
+                call: NewJob {
+                    corp_id: row.get(1)?,
+                    agent_id: row.get(2)?,
+                    ability_id: row.get(3)?,
+                    notify_id: row.get(4)?,
+                    job_info: row.get(5)?,
+                    request_data: row.get(6)?,
+                    delivery_key: row.get(7)?,
+                },
+                state: row.get(8)?,
+                errcode: row.get(9)?,
+                result: row.get(10)?,
+                attempts: row.get(11)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<Vec<_>, _>>()?)
+    }
+
+    fn job_set_result(&self, id: i64, errcode: i64, result: &str, now: i64) -> Result<(), StoreError> {
+        let connection = self.lock();
+        connection
+            .prepare_cached("UPDATE jobs SET state = ?2, errcode = ?3, result = ?4, updated_at = ?5 WHERE id = ?1")?
+            .execute(params![id, JOB_DONE, errcode, result, now])?;
+        Ok(())
+    }
+
+    fn job_delivery_attempt(&self, id: i64, delivered: bool, now: i64) -> Result<(), StoreError> {
+        let connection = self.lock();
+        let state = if delivered { JOB_DELIVERED } else { JOB_DONE };
+        connection
+            .prepare_cached("UPDATE jobs SET state = ?2, attempts = attempts + 1, updated_at = ?3 WHERE id = ?1")?
+            .execute(params![id, state, now])?;
+        Ok(())
+    }
+}
+
+fn mailbox_entry(row: &rusqlite::Row<'_>) -> rusqlite::Result<MailboxEntry> {
+    Ok(MailboxEntry {
+        id: row.get(0)?,
+        corp_id: row.get(1)?,
+        kind: row.get(2)?,
+        notify_scene: row.get(3)?,
+        payload: row.get(4)?,
+        state: row.get(5)?,
+        notify_id: row.get(6)?,
+        created_at: row.get(7)?,
+        notified_at: row.get(8)?,
+        expires_at: row.get(9)?,
+        notify_attempts: row.get(10)?,
+        fetch_count: row.get(11)?,
+    })
 }
 
 fn commit_page_in(transaction: &Transaction<'_>, page: &PageCommit) -> Result<PageOutcome, StoreError> {
@@ -269,10 +559,10 @@ fn commit_page_in(transaction: &Transaction<'_>, page: &PageCommit) -> Result<Pa
     let mut inserted = 0;
     {
         let mut insert = transaction.prepare_cached(
-            "INSERT INTO records(corp_id, msgid, sender_type, sender_id, receivers, chatid, send_time, msgtype,
-                                 public_key_ver, encrypted_secret_key, secret_key, decrypt_status, call_duration,
-                                 raw, page_id, stored_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)
+            "INSERT INTO records(corp_id, msgid, sender_type, sender_id, receivers, chatid, conversation, send_time,
+                                 msgtype, public_key_ver, encrypted_secret_key, secret_key, decrypt_status,
+                                 call_duration, raw, page_id, stored_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)
              ON CONFLICT(corp_id, msgid) DO NOTHING",
         )?;
         for record in &page.records {
@@ -283,6 +573,7 @@ fn commit_page_in(transaction: &Transaction<'_>, page: &PageCommit) -> Result<Pa
                 record.sender_id,
                 record.receivers,
                 record.chatid,
+                record.conversation,
                 record.send_time,
                 record.msgtype,
                 record.public_key_ver,
@@ -308,9 +599,35 @@ fn commit_page_in(transaction: &Transaction<'_>, page: &PageCommit) -> Result<Pa
     Ok(PageOutcome { inserted, duplicates: page.records.len() - inserted })
 }
 
+/// The columns of `RECORD_COLUMNS`, in order, into a record.
+fn stored_record(row: &rusqlite::Row<'_>) -> rusqlite::Result<StoredRecord> {
+    let status: String = row.get(12)?;
+    Ok(StoredRecord {
+        id: row.get(0)?,
+        record: NewRecord {
+            msgid: row.get(1)?,
+            sender_type: row.get(2)?,
+            sender_id: row.get(3)?,
+            receivers: row.get(4)?,
+            chatid: row.get(5)?,
+            conversation: row.get(6)?,
+            send_time: row.get(7)?,
+            msgtype: row.get(8)?,
+            public_key_ver: row.get(9)?,
+            encrypted_secret_key: row.get(10)?,
+            secret_key: row.get(11)?,
+            decrypt_status: known_status(&status),
+            call_duration: row.get(13)?,
+            raw: row.get(14)?,
+        },
+        stored_at: row.get(15)?,
+    })
+}
+
 /// Maps a stored status back to the static strings records carry.
 fn known_status(status: &str) -> &'static str {
-    const KNOWN: [&str; 6] = [STATUS_OK, "unknown_key_version", "missing", "bad_base64", "bad_ciphertext", "not_utf8"];
+    const KNOWN: [&str; 7] =
+        [STATUS_OK, "unknown_key_version", "missing", "bad_base64", "bad_ciphertext", "not_utf8", "malformed"];
     KNOWN.into_iter().find(|known| *known == status).unwrap_or("unknown")
 }
 

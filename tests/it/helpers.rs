@@ -10,7 +10,9 @@ use tokio::sync::oneshot;
 use wecom_zone::app::AppState;
 use wecom_zone::config::Config;
 use wecom_zone::crypto::{SealedReply, WxBizMsgCrypt};
-use wecom_zone::inbound::{AbilityCall, BoxFuture, DispatchError, Dispatcher, Event, unix_now, unknown_ability};
+use wecom_zone::inbound::{
+    AbilityCall, BoxFuture, DeliveryKey, DispatchError, Dispatcher, Event, unix_now, unknown_ability,
+};
 
 pub const CORP_ID: &str = "ww1436e0e65a779aee";
 pub const OTHER_CORP_ID: &str = "wwsecondcorp000001";
@@ -36,7 +38,7 @@ pub struct RecordingDispatcher {
 }
 
 impl Dispatcher for RecordingDispatcher {
-    fn accept_event(&self, event: Event) -> BoxFuture<'_, Result<(), DispatchError>> {
+    fn accept_event(&self, event: Event, _delivery: DeliveryKey) -> BoxFuture<'_, Result<(), DispatchError>> {
         Box::pin(async move {
             if *self.fail_events.lock().unwrap() {
                 return Err(DispatchError("storage unavailable".into()));
@@ -61,7 +63,7 @@ impl Dispatcher for RecordingDispatcher {
         })
     }
 
-    fn accept_async_call(&self, call: AbilityCall) -> BoxFuture<'_, Result<(), DispatchError>> {
+    fn accept_async_call(&self, call: AbilityCall, _delivery: DeliveryKey) -> BoxFuture<'_, Result<(), DispatchError>> {
         Box::pin(async move {
             self.recorded.lock().unwrap().async_calls.push(call.job_info);
             Ok(())

@@ -7,6 +7,7 @@ fn record(msgid: &str, status: &'static str, version: u32) -> NewRecord {
         sender_id: "zhangsan".into(),
         receivers: r#"[{"type":2,"id":"wmEXT"}]"#.into(),
         chatid: None,
+        conversation: "wmEXT|zhangsan".into(),
         send_time: 1_700_000_000,
         msgtype: 1,
         public_key_ver: Some(version),

@@ -1,0 +1,198 @@
+//! The abilities the application calls (`call_type` 1), by `ability_id`.
+//!
+//! Inputs are validated (unknown or ill-typed fields: errcode 40058 naming the field); outputs carry
+//! only the keys each ability declares in the README, because WeCom rejects output that does not
+//! match the ability's registered protocol (790014). Every failure is an output
+//! `{"errcode": N, "errmsg": ".."}`, never a transport error.
+
+mod jobs;
+mod records;
+
+use std::sync::Arc;
+
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+
+pub use jobs::JobRunner;
+
+use crate::inbound::{AbilityCall, UNKNOWN_ABILITY, unix_now};
+use crate::mailbox::{Fetched, INVALID_NOTIFY_ID, Mailbox};
+use crate::store::{Store, StoreError};
+use crate::upstream::{UpstreamClient, UpstreamError};
+
+/// WeCom's "invalid parameter", used for every input that does not validate.
+pub const INVALID_PARAMETER: i64 = 40058;
+/// WeCom's "system busy, retry".
+const BUSY: i64 = -1;
+
+/// The zone APIs `invoke_<api>` may call when `[abilities] invoke_apis` is not configured.
+pub const DEFAULT_INVOKE_APIS: &[&str] = &[
+    "search_msg",
+    "search_chat",
+    "search_contact_or_customer",
+    "get_group_chat",
+    "get_agree_status_single",
+    "get_agree_status_room",
+    "create_rule",
+    "get_rule_list",
+    "get_rule_detail",
+    "update_rule",
+    "delete_rule",
+    "get_hit_msg_list",
+    "create_sentiment_task",
+    "get_sentiment_result",
+    "create_summary_task",
+    "get_summary_result",
+    "create_customer_tag_task",
+    "get_customer_tag_result",
+    "create_recommend_dialog_task",
+    "get_recommend_dialog_result",
+    "create_ww_model_task",
+    "get_ww_model_result",
+    "create_model_task",
+    "get_model_task_result",
+    "create_program_task",
+    "get_program_task_result",
+    "create_spam_task",
+    "get_spam_result",
+    "create_chatdata_export_job",
+    "get_chatdata_export_job_status",
+    "knowledge_base_list",
+];
+
+/// A failed call, answered as `{"errcode", "errmsg"}`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AbilityError {
+    pub errcode: i64,
+    pub errmsg: String,
+}
+
+impl AbilityError {
+    pub fn invalid(message: impl Into<String>) -> AbilityError {
+        AbilityError { errcode: INVALID_PARAMETER, errmsg: message.into() }
+    }
+
+    fn to_output(&self) -> Value {
+        json!({"errcode": self.errcode, "errmsg": self.errmsg})
+    }
+}
+
+impl From<StoreError> for AbilityError {
+    fn from(error: StoreError) -> Self {
+        tracing::error!(%error, "storage failed during an ability call");
+        AbilityError { errcode: BUSY, errmsg: "storage unavailable, retry later".into() }
+    }
+}
+
+impl From<UpstreamError> for AbilityError {
+    fn from(error: UpstreamError) -> Self {
+        match error {
+            UpstreamError::Api { errcode, errmsg } => AbilityError { errcode, errmsg },
+            other => {
+                tracing::warn!(error = %other, "upstream failed during an ability call");
+                AbilityError { errcode: BUSY, errmsg: "WeCom unavailable, retry later".into() }
+            }
+        }
+    }
+}
+
+pub struct Abilities {
+    store: Arc<dyn Store>,
+    upstream: UpstreamClient,
+    mailbox: Arc<Mailbox>,
+    invoke_apis: Vec<String>,
+}
+
+impl Abilities {
+    pub fn new(
+        store: Arc<dyn Store>,
+        upstream: UpstreamClient,
+        mailbox: Arc<Mailbox>,
+        invoke_apis: Vec<String>,
+    ) -> Self {
+        Abilities { store, upstream, mailbox, invoke_apis }
+    }
+
+    /// Runs `call` and returns its output JSON (or `{errcode, errmsg}`).
+    pub async fn call(&self, call: &AbilityCall) -> Value {
+        match self.dispatch(call).await {
+            Ok(output) => output,
+            Err(error) => error.to_output(),
+        }
+    }
+
+    async fn dispatch(&self, call: &AbilityCall) -> Result<Value, AbilityError> {
+        match call.ability_id.as_str() {
+            "get_callback_data" => self.get_callback_data(call).await,
+            "list_messages" => records::list_messages(self.store(), call).await,
+            "get_message" => records::get_message(self.store(), call).await,
+            "list_conversations" => records::list_conversations(self.store(), call).await,
+            "ingest_status" => records::ingest_status(self.store(), call).await,
+            id => match id.strip_prefix("invoke_") {
+                Some(api) if self.invoke_apis.iter().any(|allowed| allowed == api) => self.invoke(call, api).await,
+                _ => Err(AbilityError {
+                    errcode: UNKNOWN_ABILITY,
+                    errmsg: format!("unknown ability_id {}", call.ability_id),
+                }),
+            },
+        }
+    }
+
+    fn store(&self) -> Arc<dyn Store> {
+        Arc::clone(&self.store)
+    }
+
+    async fn get_callback_data(&self, call: &AbilityCall) -> Result<Value, AbilityError> {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Input {
+            #[serde(default)]
+            page: u32,
+        }
+        let input: Input = parse_input(&call.request_data)?;
+        let invalid = || AbilityError { errcode: INVALID_NOTIFY_ID, errmsg: "invalid notify_id".into() };
+        if call.notify_id.is_empty() {
+            return Err(invalid());
+        }
+        match self.mailbox.fetch(&call.corp_id, &call.notify_id, input.page).await {
+            Ok(Fetched::Found(answer)) => Ok(answer),
+            Ok(Fetched::NotFound) => Err(invalid()),
+            Err(error) => {
+                tracing::error!(%error, "mailbox fetch failed");
+                Err(AbilityError { errcode: BUSY, errmsg: "storage unavailable, retry later".into() })
+            }
+        }
+    }
+
+    /// `invoke_<api>`: WeCom's answer to the application's request, unchanged.
+    async fn invoke(&self, call: &AbilityCall, api: &str) -> Result<Value, AbilityError> {
+        let request: Value = parse_input(&call.request_data)?;
+        let answer: Value = self.upstream.invoke(&call.corp_id, api, &request).await?;
+        Ok(answer)
+    }
+}
+
+/// Parses `request_data` (empty means `{}`) into `T`, naming the offending field on failure.
+pub(crate) fn parse_input<T: DeserializeOwned>(request_data: &str) -> Result<T, AbilityError> {
+    let text = if request_data.trim().is_empty() { "{}" } else { request_data };
+    let value: Value =
+        serde_json::from_str(text).map_err(|_| AbilityError::invalid("request_data is not valid JSON"))?;
+    if !value.is_object() {
+        return Err(AbilityError::invalid("request_data must be a JSON object"));
+    }
+    serde_path_to_error::deserialize(value).map_err(|error| {
+        let path = error.path().to_string();
+        let inner = error.into_inner().to_string();
+        if path == "." {
+            AbilityError::invalid(format!("request_data: {inner}"))
+        } else {
+            AbilityError::invalid(format!("invalid field `{path}`: {inner}"))
+        }
+    })
+}
+
+/// Seconds since `time`, never negative.
+pub(crate) fn age_of(time: i64) -> i64 {
+    (unix_now() - time).max(0)
+}
