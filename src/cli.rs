@@ -32,6 +32,51 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         config: Option<PathBuf>,
     },
+    /// Run the service with an embedded WeCom simulator on loopback and walk through what it does.
+    Demo {
+        /// How many synthetic messages the simulator generates.
+        #[arg(long, default_value_t = 1000)]
+        messages: usize,
+        /// Exit after the walkthrough instead of serving until Ctrl-C.
+        #[arg(long)]
+        exit: bool,
+        /// Listen address (default 127.0.0.1:8080, or a free port if that is taken).
+        #[arg(long)]
+        listen: Option<String>,
+    },
+    /// Send an ability call or an event to a running service, as WeCom would, and print the answer.
+    Call {
+        /// Config file (for the corp's Token and EncodingAESKey, and the listen port).
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// The corp to act for (default: the first configured).
+        #[arg(long)]
+        corp: Option<String>,
+        /// The service's callback URL (default: http://127.0.0.1:<listen port>/).
+        #[arg(long)]
+        url: Option<String>,
+        /// Call this ability (`call_type` 1).
+        #[arg(long, conflicts_with_all = ["event", "classic_event"])]
+        ability: Option<String>,
+        /// Send this zone event type (`call_type` 2), e.g. conversation_new_message.
+        #[arg(long, conflicts_with = "classic_event")]
+        event: Option<String>,
+        /// Send this classic XML event, e.g. msgaudit_notify.
+        #[arg(long)]
+        classic_event: Option<String>,
+        /// The ability's request_data, or the zone event's payload object (JSON).
+        #[arg(long, default_value = "{}")]
+        data: String,
+        /// The notify_id of the call (for get_callback_data).
+        #[arg(long, default_value = "")]
+        notify_id: String,
+        /// Make the call asynchronous with this job_info.
+        #[arg(long = "async", value_name = "JOB_INFO")]
+        job_info: Option<String>,
+        /// Use the XML envelope instead of JSON.
+        #[arg(long)]
+        xml: bool,
+    },
     /// Write an RSA-2048 key pair (private_key_vN.pem, public_key_vN.pem) for WeCom's 消息加密公钥.
     Keygen {
         /// Folder to write the two files into (created if needed).
@@ -80,6 +125,11 @@ pub fn main() -> ExitCode {
     match cli.command {
         Command::Serve { config } => serve(config),
         Command::CheckConfig { config } => check_config(config),
+        Command::Demo { messages, exit, listen } => demo(messages, exit, listen),
+        Command::Call { config, corp, url, ability, event, classic_event, data, notify_id, job_info, xml } => {
+            let request = CallRequest { ability, event, classic_event, data, notify_id, job_info, xml };
+            call(config, corp, url, request)
+        }
         Command::Keygen { out, version } => keygen(&out, version),
         Command::Bench { bench: BenchCommand::Ingest { messages, page_limit } } => bench_ingest(messages, page_limit),
         Command::Healthcheck { url, timeout_ms } => healthcheck(&url, Duration::from_millis(timeout_ms)),
@@ -181,6 +231,110 @@ fn bench_ingest(messages: usize, page_limit: u32) -> ExitCode {
         Ok(_) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("wecom-zone: bench: {error}");
+            ExitCode::from(EXIT_RUNTIME)
+        }
+    }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
+    tokio::runtime::Runtime::new().map_err(|error| {
+        eprintln!("wecom-zone: cannot start the runtime: {error}");
+        ExitCode::from(EXIT_RUNTIME)
+    })
+}
+
+fn demo(messages: usize, exit: bool, listen: Option<String>) -> ExitCode {
+    if messages == 0 {
+        eprintln!("wecom-zone: demo: --messages must be at least 1");
+        return ExitCode::from(EXIT_CONFIG);
+    }
+    telemetry::init(crate::config::LogFormat::Text, "warn");
+    let runtime = match runtime() {
+        Ok(runtime) => runtime,
+        Err(code) => return code,
+    };
+    let options = crate::demo::DemoOptions { messages, exit, listen };
+    match runtime.block_on(crate::demo::run(options, &mut std::io::stdout())) {
+        Ok(_) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("wecom-zone: demo: {error}");
+            ExitCode::from(EXIT_RUNTIME)
+        }
+    }
+}
+
+struct CallRequest {
+    ability: Option<String>,
+    event: Option<String>,
+    classic_event: Option<String>,
+    data: String,
+    notify_id: String,
+    job_info: Option<String>,
+    xml: bool,
+}
+
+fn call(config: Option<PathBuf>, corp: Option<String>, url: Option<String>, request: CallRequest) -> ExitCode {
+    let config = match load_config(config) {
+        Ok(config) => config,
+        Err(code) => return code,
+    };
+    let corp_config = match corp.as_deref() {
+        Some(corp_id) => config.corp(corp_id),
+        None => config.corps.first(),
+    };
+    let Some(corp_config) = corp_config else {
+        eprintln!("wecom-zone: call: corp {} is not configured", corp.unwrap_or_default());
+        return ExitCode::from(EXIT_CONFIG);
+    };
+    let Ok(data) = serde_json::from_str::<serde_json::Value>(&request.data) else {
+        eprintln!("wecom-zone: call: --data is not valid JSON");
+        return ExitCode::from(EXIT_CONFIG);
+    };
+    let corp_id = corp_config.corp_id.clone();
+    let plaintext = match (&request.ability, &request.event, &request.classic_event) {
+        (Some(ability), None, None) => {
+            crate::client::ability_call(&corp_id, ability, &data, &request.notify_id, request.job_info.as_deref())
+        }
+        (None, Some(event), None) => crate::client::zone_event(&corp_id, event, &data),
+        (None, None, Some(event)) => crate::client::classic_event(&corp_id, event),
+        _ => {
+            eprintln!("wecom-zone: call: give one of --ability, --event or --classic-event");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let url = url.unwrap_or_else(|| format!("http://127.0.0.1:{}/", config.server.listen.port()));
+    let client = match crate::client::ZoneClient::new(
+        &url,
+        &corp_id,
+        corp_config.token.expose(),
+        corp_config.encoding_aes_key.expose(),
+    ) {
+        Ok(client) => client,
+        Err(error) => {
+            eprintln!("wecom-zone: call: {error}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let runtime = match runtime() {
+        Ok(runtime) => runtime,
+        Err(code) => return code,
+    };
+    let format = if request.xml { crate::crypto::EnvelopeFormat::Xml } else { crate::crypto::EnvelopeFormat::Json };
+    match runtime.block_on(client.send(&plaintext, format)) {
+        Ok(crate::client::Answer::Sealed(answer)) => {
+            println!("{}", serde_json::to_string_pretty(&answer).unwrap_or_default());
+            ExitCode::SUCCESS
+        }
+        Ok(crate::client::Answer::Text(text)) => {
+            println!("{text}");
+            ExitCode::SUCCESS
+        }
+        Ok(crate::client::Answer::Refused { status, body }) => {
+            eprintln!("wecom-zone: call: the service answered HTTP {status}: {body}");
+            ExitCode::from(EXIT_RUNTIME)
+        }
+        Err(error) => {
+            eprintln!("wecom-zone: call: {error}");
             ExitCode::from(EXIT_RUNTIME)
         }
     }

@@ -8,10 +8,14 @@
 pub mod abilities;
 /// The command line and exit codes.
 pub mod cli;
+/// A client that calls a running service as WeCom would (`call`, `demo`, simulator).
+pub mod client;
 /// Configuration: TOML, `WECOM_ZONE__…` overrides, secrets, validation.
 pub mod config;
 /// Pure cryptography: WXBizMsgCrypt and its envelopes. No IO.
 pub mod crypto;
+/// `demo`: the whole product on loopback, for a first run.
+pub mod demo;
 /// The HTTP surface; the only module that knows axum.
 pub mod http;
 /// The front door: corp selection, signature, decryption, decoding, duplicates, dispatch.

@@ -235,21 +235,21 @@ impl Mailbox {
 }
 
 impl PullListener for Mailbox {
-    fn pull_finished(&self, corp_id: &str, entries: &[i64], summary: &PullSummary) {
-        let summary_json = json!({
-            "new_records": summary.inserted,
-            "already_stored": summary.duplicates,
-            "pages": summary.pages,
-            "chats_touched": summary.chats,
-            "without_secret_key": summary.key_failures,
-            "begin_time": summary.time_range.map(|(begin, _)| begin),
-            "end_time": summary.time_range.map(|(_, end)| end),
-        });
+    /// Attaches to each waiting entry what was stored since it arrived (the pull it started
+    /// included), then queues its notification.
+    fn pull_finished(&self, corp_id: &str, entries: &[i64], _summary: &PullSummary) {
         for &id in entries {
             let outcome = self.store.mailbox_entry(id).and_then(|entry| match entry {
                 Some(entry) => {
+                    let since = self.store.stored_since(corp_id, id)?;
                     let mut payload: Value = serde_json::from_str(&entry.payload).unwrap_or_else(|_| json!({}));
-                    payload["pull_summary"] = summary_json.clone();
+                    payload["pull_summary"] = json!({
+                        "new_records": since.records,
+                        "chats_touched": since.conversations,
+                        "begin_time": since.begin_time,
+                        "end_time": since.end_time,
+                        "without_secret_key": since.without_secret_key,
+                    });
                     self.store.mailbox_finish_pull(id, &payload.to_string())
                 }
                 None => Ok(()),

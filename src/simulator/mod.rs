@@ -29,7 +29,8 @@ use tokio::time::Instant;
 pub use corpus::{Corpus, SimMessage, SimParty, SplitMix};
 pub use faults::{Fault, FaultInjector};
 
-use crate::crypto::{KeyError, WxBizMsgCrypt};
+use crate::client::{ClientError, ZoneClient};
+use crate::crypto::KeyError;
 use crate::inbound::unix_now;
 
 /// WeCom's errcode for a cursor it did not issue.
@@ -81,8 +82,6 @@ impl SimulatorConfig {
 pub enum SimulatorError {
     #[error("simulator keys: {0}")]
     Key(#[from] KeyError),
-    #[error("simulator callback crypto: {0}")]
-    Crypto(#[from] crate::crypto::CryptoError),
     #[error("simulator: {0}")]
     Io(#[from] std::io::Error),
 }
@@ -123,14 +122,14 @@ struct SimState {
     calls: Mutex<Vec<RecordedCall>>,
     sync_tokens: Mutex<Vec<String>>,
     notify_counter: AtomicU64,
-    crypto: WxBizMsgCrypt,
+    /// APIs that answer errcode -1 (busy) until unblocked.
+    failing_apis: Mutex<Vec<String>>,
 }
 
 /// A running simulator; stops when dropped.
 pub struct Simulator {
     state: Arc<SimState>,
     base_url: String,
-    client: reqwest::Client,
     _stop: oneshot::Sender<()>,
 }
 
@@ -144,7 +143,6 @@ impl Simulator {
         })
         .await
         .map_err(std::io::Error::other)??;
-        let crypto = WxBizMsgCrypt::new(&config.callback_token, &config.encoding_aes_key)?;
         let state = Arc::new(SimState {
             visible: AtomicUsize::new(config.messages),
             faults: FaultInjector::new(config.fault_rate, config.fault_seed, config.max_fault_delay),
@@ -156,7 +154,7 @@ impl Simulator {
             calls: Mutex::new(Vec::new()),
             sync_tokens: Mutex::new(Vec::new()),
             notify_counter: AtomicU64::new(0),
-            crypto,
+            failing_apis: Mutex::new(Vec::new()),
         });
         let router = Router::new()
             .route("/cgi-bin/gettoken", get(gettoken))
@@ -172,7 +170,7 @@ impl Simulator {
                 })
                 .await;
         });
-        Ok(Simulator { state, base_url, client: reqwest::Client::new(), _stop: stop })
+        Ok(Simulator { state, base_url, _stop: stop })
     }
 
     pub fn base_url(&self) -> &str {
@@ -206,6 +204,15 @@ impl Simulator {
         *lock(&self.state.expire_after_calls) = Some(calls);
     }
 
+    /// Makes `api` answer errcode -1 (system busy) while `failing` is true.
+    pub fn set_api_failing(&self, api: &str, failing: bool) {
+        let mut apis = lock(&self.state.failing_apis);
+        apis.retain(|name| name != api);
+        if failing {
+            apis.push(api.to_owned());
+        }
+    }
+
     pub fn set_fault_rate(&self, rate: f64) {
         self.state.faults.set_rate(rate);
     }
@@ -223,56 +230,19 @@ impl Simulator {
     /// A zone `conversation_new_message` event (the plaintext of a `call_type` 2 request).
     pub fn new_message_event(&self) -> (String, String) {
         let token = format!("evt{:x}", rand::random::<u64>());
-        let data = json!({
-            "event_type": "conversation_new_message",
-            "timestamp": unix_now(),
-            "conversation_new_message": {"token": token},
-        });
-        let request = json!({
-            "call_type": 2, "corpid": self.state.config.corp_id, "agentid": 0, "data": data.to_string(),
-        });
-        (request.to_string(), token)
+        let payload = json!({"token": token});
+        (crate::client::zone_event(&self.state.config.corp_id, "conversation_new_message", &payload), token)
     }
 
-    /// Encrypts, signs and POSTs `plaintext` to the service's callback URL (`{service}/`), in
-    /// the JSON envelope when `json` is true, else XML. Returns the HTTP response.
-    pub async fn send_callback(
-        &self,
-        service_url: &str,
-        plaintext: &str,
-        json: bool,
-    ) -> Result<reqwest::Response, reqwest::Error> {
-        let corp_id = &self.state.config.corp_id;
-        let timestamp = unix_now().to_string();
-        let nonce = rand::random::<u32>().to_string();
-        let sealed =
-            self.state.crypto.seal(rand::random(), plaintext.as_bytes(), corp_id.as_bytes(), &timestamp, &nonce);
-        let body = if json {
-            json!({"tousername": corp_id, "encrypt": sealed.encrypt, "agentid": 0}).to_string()
-        } else {
-            format!(
-                "<xml><ToUserName><![CDATA[{corp_id}]]></ToUserName><Encrypt><![CDATA[{}]]></Encrypt><AgentID><![CDATA[]]></AgentID></xml>",
-                sealed.encrypt
-            )
-        };
-        let url = format!(
-            "{}/?msg_signature={}&timestamp={timestamp}&nonce={nonce}",
-            service_url.trim_end_matches('/'),
-            sealed.msg_signature
-        );
-        self.client.post(url).body(body).send().await
-    }
-
-    /// Opens an encrypted reply of the service (checks its signature and ReceiveId).
-    pub fn open_reply(&self, body: &str) -> Option<Value> {
-        let reply = crate::crypto::SealedReply::parse(body.as_bytes()).ok()?;
-        let corp_id = self.state.config.corp_id.as_bytes();
-        let msg = self
-            .state
-            .crypto
-            .open(&reply.msg_signature, &reply.timestamp, &reply.nonce, &reply.encrypt, |id| id == corp_id)
-            .ok()?;
-        serde_json::from_slice(&msg).ok()
+    /// A client that sends callbacks to the service at `service_url` as this simulated WeCom.
+    pub fn client_for(&self, service_url: &str) -> Result<ZoneClient, ClientError> {
+        let config = &self.state.config;
+        ZoneClient::new(
+            &format!("{}/", service_url.trim_end_matches('/')),
+            &config.corp_id,
+            &config.callback_token,
+            &config.encoding_aes_key,
+        )
     }
 }
 
@@ -324,6 +294,9 @@ async fn chatdata(
 ) -> Response {
     if let Err((code, message)) = check_token(&state, &query.access_token) {
         return errcode(code, message);
+    }
+    if lock(&state.failing_apis).contains(&api) {
+        return errcode(-1, "system busy");
     }
     let fault = state.faults.next();
     if let Some(fault) = fault {

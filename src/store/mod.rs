@@ -129,6 +129,16 @@ pub struct MailboxEntry {
     pub fetch_count: i64,
 }
 
+/// What was stored after a mailbox entry was created.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct StoredSince {
+    pub records: i64,
+    pub conversations: i64,
+    pub begin_time: Option<i64>,
+    pub end_time: Option<i64>,
+    pub without_secret_key: i64,
+}
+
 /// Job states: waiting to run, result ready but not yet accepted by WeCom, delivered.
 pub const JOB_PENDING: &str = "pending";
 pub const JOB_DONE: &str = "done";
@@ -217,6 +227,8 @@ pub trait Store: Send + Sync + 'static {
 
     /// Keeps an entry; `None` when its delivery key was seen before (a duplicate delivery).
     fn mailbox_insert(&self, entry: &NewMailboxEntry, now: i64) -> Result<Option<i64>, StoreError>;
+    /// Records of `corp_id` stored after entry `mailbox_id` was created (for its pull summary).
+    fn stored_since(&self, corp_id: &str, mailbox_id: i64) -> Result<StoredSince, StoreError>;
     fn mailbox_awaiting_pull(&self, corp_id: &str) -> Result<Vec<i64>, StoreError>;
     fn mailbox_entry(&self, id: i64) -> Result<Option<MailboxEntry>, StoreError>;
     /// Replaces the payload of an entry whose pull finished and queues its notification.

@@ -14,7 +14,7 @@ use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use super::{
     Conversation, IngestStatus, JOB_DELIVERED, JOB_DONE, JOB_PENDING, Job, MAILBOX_AWAITING_PULL, MAILBOX_NOTIFIED,
     MAILBOX_PENDING_NOTIFY, MailboxEntry, MessageFilter, NewJob, NewMailboxEntry, NewRecord, PageCommit, PageOutcome,
-    PendingKey, STATUS_OK, Store, StoreError, StoredRecord,
+    PendingKey, STATUS_OK, Store, StoreError, StoredRecord, StoredSince,
 };
 
 /// Embedded migrations, applied in order; `PRAGMA user_version` counts the applied ones.
@@ -77,7 +77,8 @@ CREATE TABLE mailbox (
     created_at      INTEGER NOT NULL,
     notified_at     INTEGER,
     expires_at      INTEGER,
-    notify_attempts INTEGER NOT NULL DEFAULT 0
+    notify_attempts INTEGER NOT NULL DEFAULT 0,
+    pull_mark       INTEGER
 );
 CREATE UNIQUE INDEX mailbox_delivery ON mailbox(corp_id, delivery_key) WHERE delivery_key IS NOT NULL;
 CREATE INDEX mailbox_notify_id ON mailbox(corp_id, notify_id) WHERE notify_id IS NOT NULL;
@@ -358,10 +359,14 @@ impl Store for SqliteStore {
     fn mailbox_insert(&self, entry: &NewMailboxEntry, now: i64) -> Result<Option<i64>, StoreError> {
         let connection = self.lock();
         let state = if entry.awaiting_pull { MAILBOX_AWAITING_PULL } else { MAILBOX_PENDING_NOTIFY };
+        // An entry waiting for a pull remembers the newest record id now, so that its summary
+        // covers exactly what was stored after the event arrived.
         let inserted = connection
             .prepare_cached(
-                "INSERT INTO mailbox(corp_id, delivery_key, kind, notify_scene, payload, state, created_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT DO NOTHING",
+                "INSERT INTO mailbox(corp_id, delivery_key, kind, notify_scene, payload, state, created_at, pull_mark)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7,
+                         CASE WHEN ?8 THEN (SELECT coalesce(max(id), 0) FROM records) END)
+                 ON CONFLICT DO NOTHING",
             )?
             .execute(params![
                 entry.corp_id,
@@ -370,9 +375,33 @@ impl Store for SqliteStore {
                 entry.notify_scene,
                 entry.payload,
                 state,
-                now
+                now,
+                entry.awaiting_pull
             ])?;
         Ok((inserted == 1).then(|| connection.last_insert_rowid()))
+    }
+
+    fn stored_since(&self, corp_id: &str, mailbox_id: i64) -> Result<StoredSince, StoreError> {
+        let connection = self.lock();
+        let mark: Option<i64> = connection
+            .prepare_cached("SELECT pull_mark FROM mailbox WHERE id = ?1")?
+            .query_row([mailbox_id], |row| row.get(0))
+            .optional()?
+            .flatten();
+        let mut statement = connection.prepare_cached(
+            "SELECT count(*), count(DISTINCT conversation), min(send_time), max(send_time),
+                    coalesce(sum(decrypt_status <> 'ok'), 0)
+             FROM records WHERE corp_id = ?1 AND id > ?2",
+        )?;
+        Ok(statement.query_row(params![corp_id, mark.unwrap_or(i64::MAX)], |row| {
+            Ok(StoredSince {
+                records: row.get(0)?,
+                conversations: row.get(1)?,
+                begin_time: row.get(2)?,
+                end_time: row.get(3)?,
+                without_secret_key: row.get(4)?,
+            })
+        })?)
     }
 
     fn mailbox_awaiting_pull(&self, corp_id: &str) -> Result<Vec<i64>, StoreError> {

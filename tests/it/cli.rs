@@ -52,7 +52,7 @@ fn config_problems_exit_2_with_the_key_named() {
 fn usage_errors_exit_2_and_every_command_has_help() {
     assert_eq!(run(&["no-such-command"], &[]).status.code(), Some(2));
     assert_eq!(run(&["serve", "--bogus"], &[]).status.code(), Some(2));
-    let commands: [&[&str]; 7] = [
+    let commands: [&[&str]; 9] = [
         &["--help"],
         &["serve", "--help"],
         &["check-config", "--help"],
@@ -60,6 +60,8 @@ fn usage_errors_exit_2_and_every_command_has_help() {
         &["keygen", "--help"],
         &["bench", "--help"],
         &["bench", "ingest", "--help"],
+        &["demo", "--help"],
+        &["call", "--help"],
     ];
     for command in commands {
         let output = run(command, &[]);
@@ -94,6 +96,51 @@ fn serve_answers_health_checks_and_stops_cleanly_on_sigterm() {
         assert!(Instant::now() < deadline, "service never became healthy");
         std::thread::sleep(Duration::from_millis(100));
     }
+    // `call` plays WeCom: signs, encrypts, sends, and prints the decrypted answer.
+    let called = run(
+        &[
+            "call",
+            "--config",
+            "config/wecom-zone.example.toml",
+            "--url",
+            &format!("http://{listen}/"),
+            "--ability",
+            "ingest_status",
+        ],
+        &[],
+    );
+    assert_eq!(called.status.code(), Some(0), "{}", text(&called));
+    let answer: serde_json::Value = serde_json::from_slice(&called.stdout).unwrap();
+    assert_eq!(answer["errcode"], 0);
+    assert_eq!(answer["corpid"], "ww0123456789abcdef");
+    let unknown = run(
+        &[
+            "call",
+            "--config",
+            "config/wecom-zone.example.toml",
+            "--url",
+            &format!("http://{listen}/"),
+            "--ability",
+            "nope",
+            "--xml",
+        ],
+        &[],
+    );
+    let answer: serde_json::Value = serde_json::from_slice(&unknown.stdout).unwrap();
+    assert_eq!(answer["errcode"], 710636);
+    let event = run(
+        &[
+            "call",
+            "--config",
+            "config/wecom-zone.example.toml",
+            "--url",
+            &format!("http://{listen}/"),
+            "--classic-event",
+            "change_contact",
+        ],
+        &[],
+    );
+    assert_eq!(String::from_utf8_lossy(&event.stdout).trim(), "success");
     let unhealthy = run(&["healthcheck", "--url", &format!("http://{listen}/nowhere")], &[]);
     assert_eq!(unhealthy.status.code(), Some(1));
 
@@ -151,4 +198,18 @@ fn bench_ingest_prints_its_figure_last() {
     let last = stdout.lines().last().unwrap();
     assert!(last.starts_with("ingest: 300 messages in "), "{last}");
     assert!(last.ends_with(" msg/s"), "{last}");
+}
+
+#[test]
+fn demo_runs_end_to_end_and_reports_what_it_stored() {
+    let output = run(&["demo", "--messages", "300", "--exit", "--listen", "127.0.0.1:0"], &[]);
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(stdout.contains("records stored:         300"), "{stdout}");
+    assert!(stdout.contains("decrypt failures:       0"), "{stdout}");
+    assert!(stdout.contains("notify ids fetched:     2"), "{stdout}");
+    assert!(stdout.contains("\"new_records\":300"), "{stdout}");
+    let data_dir = stdout.lines().find_map(|line| line.strip_prefix("  data folder:")).unwrap().trim().to_owned();
+    assert!(std::path::Path::new(&data_dir).join("wecom-zone.sqlite").exists());
+    let _ = std::fs::remove_dir_all(data_dir);
 }

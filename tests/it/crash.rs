@@ -9,7 +9,7 @@ use wecom_zone::store::{SqliteStore, Store};
 
 use crate::ingest::{CORP, assert_every_record_stored_once, service_config, simulator_config, vector_keys};
 
-const MESSAGES: usize = 6000;
+const MESSAGES: usize = 10_000;
 const KILLS: usize = 12;
 
 fn spawn_service(config_path: &std::path::Path) -> Child {
@@ -40,21 +40,24 @@ async fn sigkill_at_random_moments_loses_and_duplicates_nothing() {
     std::fs::write(&config_path, service_config(&simulator, &privates, &db, 40)).unwrap();
 
     let mut rng = SplitMix::new(0xc0ffee);
-    let mut partial_states = 0;
     let mut progress = Vec::new();
     for _ in 0..KILLS {
+        let before = stored(&db);
         let mut child = spawn_service(&config_path);
-        let lifetime = Duration::from_millis(150 + rng.below(450) as u64);
-        tokio::time::sleep(lifetime).await;
+        // Kill at a random moment once this life has committed something, so that every kill
+        // lands mid-ingest (possibly mid-commit) however fast or slow the machine is.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while stored(&db) == before {
+            assert!(Instant::now() < deadline, "no progress after a restart: {progress:?}");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(rng.below(150) as u64)).await;
         child.kill().unwrap(); // SIGKILL: no destructor, no graceful shutdown
         child.wait().unwrap();
-        let count = stored(&db);
-        if count > 0 && count < MESSAGES as i64 {
-            partial_states += 1;
-        }
-        progress.push(count);
+        progress.push(stored(&db));
     }
-    assert!(partial_states >= 5, "the kills should land mid-ingest: {progress:?}");
+    assert!(progress.windows(2).all(|pair| pair[0] < pair[1]), "every life made progress: {progress:?}");
+    assert!(*progress.last().unwrap() < MESSAGES as i64, "every kill landed mid-ingest: {progress:?}");
 
     let mut child = spawn_service(&config_path);
     let deadline = Instant::now() + Duration::from_secs(120);

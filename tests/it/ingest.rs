@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
+use wecom_zone::client::Answer;
 use wecom_zone::config::Config;
+use wecom_zone::crypto::EnvelopeFormat;
 use wecom_zone::crypto::generate_key_pair_pem;
 use wecom_zone::simulator::{Simulator, SimulatorConfig};
 use wecom_zone::store::{STATUS_OK, SqliteStore, Store};
@@ -39,6 +41,17 @@ pub fn simulator_config(messages: usize, public_keys: Vec<(u32, String)>) -> Sim
 
 /// The service's config for `simulator`, with the given private keys and database.
 pub fn service_config(simulator: &Simulator, private_keys: &[(u32, String)], db: &Path, page_limit: u32) -> String {
+    service_config_with(simulator, private_keys, db, page_limit, "")
+}
+
+/// As `service_config`, with `extra` TOML sections appended.
+pub fn service_config_with(
+    simulator: &Simulator,
+    private_keys: &[(u32, String)],
+    db: &Path,
+    page_limit: u32,
+    extra: &str,
+) -> String {
     let sim = simulator.config();
     let keys: Vec<String> = private_keys
         .iter()
@@ -67,6 +80,7 @@ secret = "{secret}"
 token = "{token}"
 encoding_aes_key = "{aes_key}"
 private_keys = [ {keys} ]
+{extra}
 "#,
         db = db.display().to_string(),
         base_url = simulator.base_url(),
@@ -153,13 +167,17 @@ async fn a_new_message_event_leads_to_every_record_stored_once_with_its_secret_k
 
     simulator.publish(1500);
     let (event, event_token) = simulator.new_message_event();
-    let response = simulator.send_callback(&service.url, &event, true).await.unwrap();
-    assert_eq!(response.status(), 200);
-    let answer = simulator.open_reply(&response.text().await.unwrap()).unwrap();
-    assert_eq!(answer["errcode"], 0);
+    let answer = simulator.client_for(&service.url).unwrap().send(&event, EnvelopeFormat::Json).await.unwrap();
+    assert_eq!(answer, Answer::Sealed(serde_json::json!({"errcode": 0, "errmsg": "ok"})));
 
     service.wait_for(1500).await;
-    assert!(simulator.sync_tokens().contains(&event_token), "the event's token was passed to sync_msg");
+    // The pull that follows the event passes its token (a start-up pull may have stored the
+    // messages first; the follow-up pull still runs, with the token).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !simulator.sync_tokens().contains(&event_token) {
+        assert!(Instant::now() < deadline, "the event's token was never passed to sync_msg");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     assert_every_record_stored_once(service.store.as_ref(), &simulator, &[1, 2]);
     let metrics = reqwest::get(format!("{}/metrics", service.url)).await.unwrap().text().await.unwrap();
     assert!(metrics.contains(&format!("wecom_zone_records_stored_total{{corp_id=\"{CORP}\"}} 1500")), "{metrics}");
@@ -241,7 +259,8 @@ async fn a_token_expiring_mid_pull_costs_one_refresh() {
     simulator.publish(1000);
     simulator.expire_tokens_after(6); // the token dies after six more pages
     let (event, _) = simulator.new_message_event();
-    assert_eq!(simulator.send_callback(&service.url, &event, false).await.unwrap().status(), 200);
+    let answer = simulator.client_for(&service.url).unwrap().send(&event, EnvelopeFormat::Xml).await.unwrap();
+    assert!(matches!(answer, Answer::Sealed(_)), "{answer:?}");
     service.wait_for(1000).await;
     assert_eq!(simulator.stats().gettoken_calls.load(Ordering::SeqCst), 2, "exactly one refresh");
     assert_eq!(simulator.stats().rejected_tokens.load(Ordering::SeqCst), 1, "one rejected call");

@@ -1,5 +1,6 @@
 //! One integration binary: crypto vectors and properties, the HTTP surface, the command line.
 
+mod abilities;
 mod api;
 mod cli;
 mod crash;
