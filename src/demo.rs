@@ -152,7 +152,7 @@ pub async fn run(options: DemoOptions, out: &mut dyn Write) -> Result<DemoReport
         say(
             out,
             &format!(
-                "    conversation with {} participants, {} messages",
+                "    conversation of {} participants, message count {}",
                 conversation["participants"].as_array().map_or(0, Vec::len),
                 conversation["message_count"]
             ),
