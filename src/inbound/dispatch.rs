@@ -48,38 +48,3 @@ pub const UNKNOWN_ABILITY: i64 = 710636;
 pub fn unknown_ability(ability_id: &str) -> Value {
     json!({"errcode": UNKNOWN_ABILITY, "errmsg": format!("unknown ability_id {ability_id}")})
 }
-
-/// A dispatcher for the front door alone (no store): it records events in the log (by kind, never
-/// content) and answers every ability with 710636.
-#[derive(Debug, Default)]
-pub struct LoggingDispatcher;
-
-impl Dispatcher for LoggingDispatcher {
-    fn accept_event(&self, event: Event, _delivery: DeliveryKey) -> BoxFuture<'_, Result<(), DispatchError>> {
-        Box::pin(async move {
-            match &event {
-                Event::Classic { corp_id, event } => {
-                    tracing::info!(corp_id, msg_type = %event.msg_type, event = ?event.event, "classic event received");
-                }
-                Event::Zone(event) => {
-                    tracing::info!(corp_id = %event.corp_id, event_type = %event.event_type, "zone event received");
-                }
-            }
-            Ok(())
-        })
-    }
-
-    fn call_ability(&self, call: AbilityCall) -> BoxFuture<'_, Value> {
-        Box::pin(async move { unknown_ability(&call.ability_id) })
-    }
-
-    fn accept_async_call(&self, call: AbilityCall, _delivery: DeliveryKey) -> BoxFuture<'_, Result<(), DispatchError>> {
-        Box::pin(async move {
-            tracing::warn!(
-                ability_id = %call.ability_id,
-                "async ability call acknowledged but not run: no abilities are built yet"
-            );
-            Ok(())
-        })
-    }
-}

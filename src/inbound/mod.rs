@@ -23,9 +23,7 @@ pub use decode::{
     decode,
 };
 pub use dedup::DeliveryLog;
-pub use dispatch::{
-    BoxFuture, DeliveryKey, DispatchError, Dispatcher, Event, LoggingDispatcher, UNKNOWN_ABILITY, unknown_ability,
-};
+pub use dispatch::{BoxFuture, DeliveryKey, DispatchError, Dispatcher, Event, UNKNOWN_ABILITY, unknown_ability};
 pub use query::CallbackQuery;
 
 /// How many deliveries the duplicate filter remembers at most.

@@ -49,8 +49,6 @@ pub struct PullSummary {
     pub key_failures: usize,
     /// Oldest and newest `send_time` among the pulled records.
     pub time_range: Option<(i64, i64)>,
-    /// Distinct chats touched (group chatid, or the sender for one-to-one messages).
-    pub chats: usize,
 }
 
 /// A page as fetched, before decryption.
@@ -180,7 +178,6 @@ impl Ingestor {
         mut pages: mpsc::Receiver<PendingPage>,
     ) -> Result<PullSummary, IngestError> {
         let mut summary = PullSummary::default();
-        let mut chats = std::collections::HashSet::new();
         while let Some(page) = pages.recv().await {
             let converted = page.converted.await.map_err(|_| IngestError::WorkerLost)?;
             let mut key_failures = Vec::new();
@@ -215,13 +212,11 @@ impl Ingestor {
             for record in &commit.records {
                 let (low, high) = summary.time_range.unwrap_or((record.send_time, record.send_time));
                 summary.time_range = Some((low.min(record.send_time), high.max(record.send_time)));
-                chats.insert(record.chatid.clone().unwrap_or_else(|| record.sender_id.clone()));
             }
             if let Some((_, newest)) = summary.time_range {
                 self.metrics.cursor_lag(corp_id, unix_now() - newest);
             }
         }
-        summary.chats = chats.len();
         Ok(summary)
     }
 

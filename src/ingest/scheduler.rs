@@ -26,7 +26,7 @@ struct Trigger {
 
 /// Told when a pull succeeded, with the mailbox entries that were waiting for it.
 pub trait PullListener: Send + Sync + 'static {
-    fn pull_finished(&self, corp_id: &str, entries: &[i64], summary: &PullSummary);
+    fn pull_finished(&self, corp_id: &str, entries: &[i64]);
 }
 
 pub struct PullScheduler {
@@ -115,8 +115,7 @@ async fn run_corp(
                     let listener = Arc::clone(&listener);
                     let corp_id = corp_id.clone();
                     // The listener writes to the store: off the async workers.
-                    let _ =
-                        tokio::task::spawn_blocking(move || listener.pull_finished(&corp_id, &waiting, &summary)).await;
+                    let _ = tokio::task::spawn_blocking(move || listener.pull_finished(&corp_id, &waiting)).await;
                 }
                 None
             }

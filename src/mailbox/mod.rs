@@ -14,7 +14,7 @@ use serde_json::{Map, Value, json};
 use tokio::sync::{Notify, watch};
 
 use crate::inbound::{ClassicEvent, ClassicEventKind, Event, ZoneEvent, ZoneEventKind, unix_now};
-use crate::ingest::{PullListener, PullSummary};
+use crate::ingest::PullListener;
 use crate::store::{MailboxEntry, NewMailboxEntry, Store, StoreError};
 use crate::upstream::UpstreamClient;
 
@@ -237,7 +237,7 @@ impl Mailbox {
 impl PullListener for Mailbox {
     /// Attaches to each waiting entry what was stored since it arrived (the pull it started
     /// included), then queues its notification.
-    fn pull_finished(&self, corp_id: &str, entries: &[i64], _summary: &PullSummary) {
+    fn pull_finished(&self, corp_id: &str, entries: &[i64]) {
         for &id in entries {
             let outcome = self.store.mailbox_entry(id).and_then(|entry| match entry {
                 Some(entry) => {

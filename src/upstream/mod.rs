@@ -160,13 +160,19 @@ impl UpstreamClient {
                 Err(Failure::Retry(cause)) => cause,
                 Err(Failure::Status(status)) => return Err(UpstreamError::Status(status)),
             };
-            if retries >= self.policy.max_retries {
-                return Err(UpstreamError::Exhausted { attempts: retries + 1, last: cause });
-            }
-            self.metrics.upstream_retry(cause.label());
-            tokio::time::sleep(self.policy.delay(retries)).await;
-            retries += 1;
+            self.back_off(&mut retries, cause).await?;
         }
+    }
+
+    /// Sleeps before the next attempt, or gives up when the retries are spent.
+    async fn back_off(&self, retries: &mut u32, cause: RetryCause) -> Result<(), UpstreamError> {
+        if *retries >= self.policy.max_retries {
+            return Err(UpstreamError::Exhausted { attempts: *retries + 1, last: cause });
+        }
+        self.metrics.upstream_retry(cause.label());
+        tokio::time::sleep(self.policy.delay(*retries)).await;
+        *retries += 1;
+        Ok(())
     }
 
     /// The cached token, fetched (once, for all waiters) when absent or about to expire.
@@ -202,12 +208,7 @@ impl UpstreamClient {
                 Err(Failure::Retry(cause)) => cause,
                 Err(Failure::Status(status)) => return Err(UpstreamError::Status(status)),
             };
-            if retries >= self.policy.max_retries {
-                return Err(UpstreamError::Exhausted { attempts: retries + 1, last: cause });
-            }
-            self.metrics.upstream_retry(cause.label());
-            tokio::time::sleep(self.policy.delay(retries)).await;
-            retries += 1;
+            self.back_off(&mut retries, cause).await?;
         }
     }
 
