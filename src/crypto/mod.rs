@@ -1,4 +1,5 @@
-//! Pure cryptography: no IO, no logging, no clocks, no randomness of its own.
+//! Pure cryptography: no IO, no logging, no clocks. WXBizMsgCrypt has no randomness of its own;
+//! only RSA key generation and public-key encryption (keygen, simulator) draw from aws-lc's RNG.
 //!
 //! Two schemes live here: WXBizMsgCrypt for callbacks (`wxbiz`, `envelope`) and RSA-2048 for
 //! chat records' secret keys (`rsa`).
