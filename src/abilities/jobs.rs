@@ -11,7 +11,7 @@ use tokio::sync::{Notify, watch};
 use super::Abilities;
 use crate::inbound::{AbilityCall, unix_now};
 use crate::mailbox::Mailbox;
-use crate::store::{JOB_PENDING, Job, NewJob, Store, StoreError};
+use crate::store::{JOB_PENDING, Job, NewJob, Store, StoreError, blocking};
 use crate::upstream::UpstreamClient;
 
 pub struct JobRunner {
@@ -135,11 +135,4 @@ impl JobRunner {
         }
         Ok((errcode, result))
     }
-}
-
-/// Runs storage work off the async workers.
-async fn blocking<T: Send + 'static>(
-    work: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
-) -> Result<T, StoreError> {
-    tokio::task::spawn_blocking(work).await.map_err(|_| StoreError::WorkerLost)?
 }

@@ -10,7 +10,7 @@ use serde_json::{Map, Value, json};
 
 use super::{AbilityError, age_of, parse_input};
 use crate::inbound::AbilityCall;
-use crate::store::{MessageFilter, Store, StoredRecord};
+use crate::store::{MessageFilter, Store, StoredRecord, blocking};
 
 const DEFAULT_LIMIT: u32 = 100;
 const MAX_LIMIT: u32 = 1000;
@@ -57,7 +57,7 @@ pub async fn list_messages(store: Arc<dyn Store>, call: &AbilityCall) -> Result<
         limit: limit as usize + 1,
     };
     let corp_id = call.corp_id.clone();
-    let mut rows = blocking(move || store.list_messages(&corp_id, &filter)).await??;
+    let mut rows = blocking(move || store.list_messages(&corp_id, &filter)).await?;
     let has_more = rows.len() > limit as usize;
     rows.truncate(limit as usize);
     let next_cursor =
@@ -83,7 +83,7 @@ pub async fn get_message(store: Arc<dyn Store>, call: &AbilityCall) -> Result<Va
     }
     let corp_id = call.corp_id.clone();
     let msgid = input.msgid.clone();
-    let record = blocking(move || store.record(&corp_id, &msgid)).await??;
+    let record = blocking(move || store.record(&corp_id, &msgid)).await?;
     match record {
         Some(record) => Ok(json!({"errcode": 0, "errmsg": "ok", "message": message_json(&record)})),
         None => Err(AbilityError { errcode: UNKNOWN_MSGID, errmsg: "no stored message with this msgid".into() }),
@@ -116,7 +116,7 @@ pub async fn list_conversations(store: Arc<dyn Store>, call: &AbilityCall) -> Re
     let mut rows = blocking(move || {
         store.list_conversations(&corp_id, userid.as_deref(), after_key.as_deref(), limit as usize + 1)
     })
-    .await??;
+    .await?;
     let has_more = rows.len() > limit as usize;
     rows.truncate(limit as usize);
     let next_cursor =
@@ -146,7 +146,7 @@ pub async fn ingest_status(store: Arc<dyn Store>, call: &AbilityCall) -> Result<
     struct Input {}
     let _: Input = parse_input(&call.request_data)?;
     let corp_id = call.corp_id.clone();
-    let status = blocking(move || store.ingest_status(&corp_id)).await??;
+    let status = blocking(move || store.ingest_status(&corp_id)).await?;
     let failed_count: i64 = status.failed.iter().map(|(_, count)| count).sum();
     let failed: Vec<Value> =
         status.failed.iter().map(|(status, count)| json!({"status": status, "count": count})).collect();
@@ -209,12 +209,6 @@ fn decode_message_cursor(cursor: &str) -> Option<i64> {
 
 fn non_empty(value: Option<String>) -> Option<String> {
     value.filter(|value| !value.is_empty())
-}
-
-async fn blocking<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> Result<T, AbilityError> {
-    tokio::task::spawn_blocking(work)
-        .await
-        .map_err(|_| AbilityError { errcode: -1, errmsg: "internal error, retry later".into() })
 }
 
 #[cfg(test)]

@@ -21,7 +21,7 @@ pub use scheduler::{PullListener, PullScheduler, Schedule};
 use crate::crypto::{KeyRing, SecretKeyError};
 use crate::inbound::unix_now;
 use crate::metrics::Metrics;
-use crate::store::{NewRecord, PageCommit, Store, StoreError};
+use crate::store::{NewRecord, PageCommit, Store, StoreError, blocking};
 use crate::upstream::{SyncMsgRequest, SyncMsgResponse, UpstreamClient, UpstreamError};
 
 /// Records recovered per batch when a key version appears.
@@ -99,7 +99,7 @@ impl Ingestor {
         let ring = self.rings.get(corp_id).cloned().ok_or_else(|| IngestError::UnknownCorp(corp_id.to_owned()))?;
         let store = Arc::clone(&self.store);
         let owned_corp = corp_id.to_owned();
-        let cursor = blocking(move || store.cursor(&owned_corp)).await??;
+        let cursor = blocking(move || store.cursor(&owned_corp)).await?;
         let (fetched_tx, fetched_rx) = mpsc::channel(1);
         let (ready_tx, ready_rx) = mpsc::channel(PAGES_IN_FLIGHT);
         let (fetched, decrypted, committed) = tokio::join!(
@@ -112,7 +112,7 @@ impl Ingestor {
         fetched?;
         let store = Arc::clone(&self.store);
         let owned_corp = corp_id.to_owned();
-        blocking(move || store.record_pull(&owned_corp, unix_now())).await??;
+        blocking(move || store.record_pull(&owned_corp, unix_now())).await?;
         Ok(summary)
     }
 
@@ -195,12 +195,8 @@ impl Ingestor {
                 records,
             };
             let store = Arc::clone(&self.store);
-            let (outcome, commit) = blocking(move || {
-                let outcome = store.commit_page(&commit);
-                (outcome, commit)
-            })
-            .await?;
-            let outcome = outcome?;
+            let (outcome, commit) =
+                blocking(move || store.commit_page(&commit).map(|outcome| (outcome, commit))).await?;
             self.metrics.page_committed(corp_id, outcome.inserted, outcome.duplicates);
             for (error, version) in &key_failures {
                 self.metrics.secret_key_failure(corp_id, error.status(), *version);
@@ -230,7 +226,7 @@ impl Ingestor {
                 let store = Arc::clone(&self.store);
                 let owned_corp = corp_id.to_owned();
                 let pending =
-                    blocking(move || store.pending_keys(&owned_corp, version, after_id, RECOVERY_BATCH)).await??;
+                    blocking(move || store.pending_keys(&owned_corp, version, after_id, RECOVERY_BATCH)).await?;
                 let Some(last) = pending.last() else { break };
                 after_id = last.id;
                 let ring = Arc::clone(&ring);
@@ -249,7 +245,7 @@ impl Ingestor {
                 let updates = done_rx.await.map_err(|_| IngestError::WorkerLost)?;
                 let ok = updates.iter().filter(|(_, outcome)| outcome.is_ok()).count();
                 let store = Arc::clone(&self.store);
-                blocking(move || store.set_secret_keys(&updates)).await??;
+                blocking(move || store.set_secret_keys(&updates)).await?;
                 recovered += ok;
             }
         }
@@ -263,9 +259,4 @@ impl Ingestor {
         }
         Ok(recovered)
     }
-}
-
-/// Runs blocking work (SQLite) off the async workers.
-async fn blocking<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> Result<T, IngestError> {
-    tokio::task::spawn_blocking(work).await.map_err(|_| IngestError::WorkerLost)
 }

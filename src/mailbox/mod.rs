@@ -15,7 +15,7 @@ use tokio::sync::{Notify, watch};
 
 use crate::inbound::{ClassicEvent, ClassicEventKind, Event, ZoneEvent, ZoneEventKind, unix_now};
 use crate::ingest::PullListener;
-use crate::store::{MailboxEntry, NewMailboxEntry, Store, StoreError};
+use crate::store::{MailboxEntry, NewMailboxEntry, Store, StoreError, blocking};
 use crate::upstream::UpstreamClient;
 
 /// WeCom's errcode for an unknown or expired notify_id.
@@ -48,8 +48,6 @@ pub fn notify_scene(kind: &str) -> u8 {
 pub enum MailboxError {
     #[error("{0}")]
     Store(#[from] StoreError),
-    #[error("a worker stopped unexpectedly")]
-    WorkerLost,
 }
 
 /// One answer of `get_callback_data`.
@@ -135,7 +133,7 @@ impl Mailbox {
 
     async fn insert(&self, entry: NewMailboxEntry) -> Result<Option<i64>, MailboxError> {
         let store = Arc::clone(&self.store);
-        Ok(blocking(move || store.mailbox_insert(&entry, unix_now())).await??)
+        Ok(blocking(move || store.mailbox_insert(&entry, unix_now())).await?)
     }
 
     /// Entries of `corp_id` still waiting for a pull (after a restart).
@@ -147,7 +145,7 @@ impl Mailbox {
     pub async fn fetch(&self, corp_id: &str, notify_id: &str, page: u32) -> Result<Fetched, MailboxError> {
         let store = Arc::clone(&self.store);
         let (owned_corp, owned_id) = (corp_id.to_owned(), notify_id.to_owned());
-        let Some(entry) = blocking(move || store.mailbox_by_notify_id(&owned_corp, &owned_id, unix_now())).await??
+        let Some(entry) = blocking(move || store.mailbox_by_notify_id(&owned_corp, &owned_id, unix_now())).await?
         else {
             return Ok(Fetched::NotFound);
         };
@@ -155,7 +153,7 @@ impl Mailbox {
             return Ok(Fetched::NotFound);
         };
         let store = Arc::clone(&self.store);
-        blocking(move || store.mailbox_record_fetch(entry.id, page, unix_now())).await??;
+        blocking(move || store.mailbox_record_fetch(entry.id, page, unix_now())).await?;
         Ok(Fetched::Found(answer))
     }
 
@@ -189,12 +187,12 @@ impl Mailbox {
     /// One round: expire, then notify everything pending. True when nothing is left pending.
     async fn notify_round(&self) -> Result<bool, MailboxError> {
         let store = Arc::clone(&self.store);
-        let expired = blocking(move || store.mailbox_expire(unix_now())).await??;
+        let expired = blocking(move || store.mailbox_expire(unix_now())).await?;
         if expired > 0 {
             tracing::debug!(expired, "mailbox entries expired");
         }
         let store = Arc::clone(&self.store);
-        let pending = blocking(move || store.mailbox_pending_notifications(NOTIFY_BATCH)).await??;
+        let pending = blocking(move || store.mailbox_pending_notifications(NOTIFY_BATCH)).await?;
         let mut all_notified = true;
         for entry in &pending {
             if !self.notify(entry).await? {
@@ -220,14 +218,14 @@ impl Mailbox {
                 let expires_at = now + i64::try_from(self.ttl.as_secs()).unwrap_or(i64::MAX / 2);
                 let notify_id = answer.notify_id;
                 tracing::info!(corp_id = %entry.corp_id, kind = %entry.kind, "mailbox entry notified");
-                blocking(move || store.mailbox_set_notified(id, &notify_id, now, expires_at)).await??;
+                blocking(move || store.mailbox_set_notified(id, &notify_id, now, expires_at)).await?;
                 Ok(true)
             }
             Ok(_) | Err(_) => {
                 if let Err(error) = &outcome {
                     tracing::warn!(corp_id = %entry.corp_id, %error, "spec_notify_app failed; the entry is kept and retried");
                 }
-                blocking(move || store.mailbox_notify_failed(id)).await??;
+                blocking(move || store.mailbox_notify_failed(id)).await?;
                 Ok(false)
             }
         }
@@ -341,10 +339,6 @@ pub fn starts_pull(event: &Event) -> bool {
         Event::Zone(zone) => matches!(zone.kind, ZoneEventKind::ConversationNewMessage { .. }),
         Event::Classic { event, .. } => matches!(event.kind, ClassicEventKind::MsgauditNotify { .. }),
     }
-}
-
-async fn blocking<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> Result<T, MailboxError> {
-    tokio::task::spawn_blocking(work).await.map_err(|_| MailboxError::WorkerLost)
 }
 
 #[cfg(test)]

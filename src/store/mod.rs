@@ -22,6 +22,14 @@ pub enum StoreError {
     SchemaTooNew { found: i64, supported: i64 },
 }
 
+/// Runs storage work on Tokio's blocking pool: SQLite calls block and must not hold an async
+/// worker. The one place callers hand work to the store from async code.
+pub async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, StoreError> {
+    tokio::task::spawn_blocking(work).await.map_err(|_| StoreError::WorkerLost)?
+}
+
 /// The decryption status stored with every record.
 pub const STATUS_OK: &str = "ok";
 
