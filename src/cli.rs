@@ -149,12 +149,9 @@ fn serve(path: Option<PathBuf>) -> ExitCode {
         Err(code) => return code,
     };
     telemetry::init(config.log.format, &config.log.level);
-    let runtime = match tokio::runtime::Runtime::new() {
+    let runtime = match runtime() {
         Ok(runtime) => runtime,
-        Err(error) => {
-            eprintln!("wecom-zone: cannot start the runtime: {error}");
-            return ExitCode::from(EXIT_RUNTIME);
-        }
+        Err(code) => return code,
     };
     match runtime.block_on(app::run(config, crate::http::shutdown_signal())) {
         Ok(()) => {
@@ -219,12 +216,9 @@ fn keygen(out: &std::path::Path, version: u32) -> ExitCode {
 
 fn bench_ingest(messages: usize, page_limit: u32) -> ExitCode {
     telemetry::init(crate::config::LogFormat::Text, "warn");
-    let runtime = match tokio::runtime::Runtime::new() {
+    let runtime = match runtime() {
         Ok(runtime) => runtime,
-        Err(error) => {
-            eprintln!("wecom-zone: cannot start the runtime: {error}");
-            return ExitCode::from(EXIT_RUNTIME);
-        }
+        Err(code) => return code,
     };
     let mut stdout = std::io::stdout();
     match runtime.block_on(crate::bench::ingest(messages, page_limit, &mut stdout)) {

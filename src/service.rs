@@ -9,9 +9,9 @@ use std::sync::Arc;
 use serde_json::Value;
 
 use crate::abilities::{Abilities, JobRunner};
-use crate::inbound::{AbilityCall, BoxFuture, DeliveryKey, DispatchError, Dispatcher, Event, ZoneEventKind};
+use crate::inbound::{AbilityCall, BoxFuture, DeliveryKey, DispatchError, Dispatcher, Event};
 use crate::ingest::PullScheduler;
-use crate::mailbox::{Mailbox, starts_pull};
+use crate::mailbox::{Mailbox, pull_request};
 
 pub struct ZoneService {
     scheduler: Arc<PullScheduler>,
@@ -34,29 +34,19 @@ impl ZoneService {
 impl Dispatcher for ZoneService {
     fn accept_event(&self, event: Event, delivery: DeliveryKey) -> BoxFuture<'_, Result<(), DispatchError>> {
         Box::pin(async move {
-            let pulls = starts_pull(&event);
-            let entry = self
-                .mailbox
-                .keep_event(&event, &delivery, pulls)
-                .await
-                .map_err(|error| DispatchError(error.to_string()))?;
+            let entry =
+                self.mailbox.keep_event(&event, &delivery).await.map_err(|error| DispatchError(error.to_string()))?;
             let Some(entry) = entry else {
                 tracing::info!("event delivered again after a restart; kept once");
                 return Ok(());
             };
-            match &event {
-                Event::Zone(zone) => {
-                    tracing::info!(corp_id = %zone.corp_id, event_type = %zone.event_type, "zone event kept");
-                    if let ZoneEventKind::ConversationNewMessage { token } = &zone.kind {
-                        self.scheduler.trigger(&zone.corp_id, Some(token.clone()), Some(entry));
-                    }
-                }
-                Event::Classic { corp_id, event } => {
-                    tracing::info!(corp_id, msg_type = %event.msg_type, event = ?event.event, "classic event kept");
-                    if pulls {
-                        self.scheduler.trigger(corp_id, None, Some(entry));
-                    }
-                }
+            let corp_id = match &event {
+                Event::Zone(zone) => &zone.corp_id,
+                Event::Classic { corp_id, .. } => corp_id,
+            };
+            tracing::info!(corp_id, kind = %event_kind(&event), "event kept");
+            if let Some(token) = pull_request(&event) {
+                self.scheduler.trigger(corp_id, token, Some(entry));
             }
             Ok(())
         })
@@ -72,5 +62,13 @@ impl Dispatcher for ZoneService {
             tracing::info!(ability_id = %call.ability_id, "async call kept as a job");
             Ok(())
         })
+    }
+}
+
+/// The event type (zone) or `Event`/`MsgType` (classic), for the log: never content.
+fn event_kind(event: &Event) -> &str {
+    match event {
+        Event::Zone(zone) => &zone.event_type,
+        Event::Classic { event, .. } => event.event.as_deref().unwrap_or(&event.msg_type),
     }
 }

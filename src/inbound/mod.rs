@@ -133,21 +133,18 @@ impl FrontDoor {
                 Ok(Reply::Text(b"success".to_vec()))
             }
             Inbound::ZoneEvent(mut event) => {
-                check_named_corp(&corp.config, &event.corp_id)?;
-                event.corp_id.clone_from(&corp.config.corp_id);
+                claim_corp(&corp.config, &mut event.corp_id)?;
                 self.accept_once(delivery, &label, self.dispatcher.accept_event(Event::Zone(event), delivery)).await?;
                 Ok(self.seal(corp, &serde_json::json!({"errcode": 0, "errmsg": "ok"}), format))
             }
             Inbound::Ability(mut call) if call.is_async => {
-                check_named_corp(&corp.config, &call.corp_id)?;
-                call.corp_id.clone_from(&corp.config.corp_id);
+                claim_corp(&corp.config, &mut call.corp_id)?;
                 self.accept_once(delivery, &label, self.dispatcher.accept_async_call(call, delivery)).await?;
                 Ok(self.seal(corp, &serde_json::json!({"errcode": 0, "errmsg": "ok"}), format))
             }
             Inbound::Ability(mut call) => {
-                check_named_corp(&corp.config, &call.corp_id)?;
-                call.corp_id.clone_from(&corp.config.corp_id);
-                // Synchronous calls only read, so a repeated call is simply answered again.
+                claim_corp(&corp.config, &mut call.corp_id)?;
+                // Synchronous calls are not deduplicated: a repeated call is answered again.
                 self.metrics.inbound(&label);
                 let output = self.dispatcher.call_ability(call).await;
                 Ok(self.seal(corp, &output, format))
@@ -265,12 +262,14 @@ impl FrontDoor {
     }
 }
 
-/// A zone request names its corp; it must be the corp the envelope was addressed to.
-fn check_named_corp(corp: &CorpConfig, named: &str) -> Result<(), InboundError> {
-    if named.is_empty() || named == corp.corp_id || corp.accepts_receive_id(named.as_bytes()) {
+/// A zone request names its corp; it must be the corp the envelope was addressed to (or left
+/// empty). Afterwards it names that corp's id, whatever alias the sender used.
+fn claim_corp(corp: &CorpConfig, named: &mut String) -> Result<(), InboundError> {
+    if named.is_empty() || *named == corp.corp_id || corp.accepts_receive_id(named.as_bytes()) {
+        named.clone_from(&corp.corp_id);
         Ok(())
     } else {
-        Err(InboundError::CorpMismatch { named: named.to_owned(), addressed: corp.corp_id.clone() })
+        Err(InboundError::CorpMismatch { named: named.clone(), addressed: corp.corp_id.clone() })
     }
 }
 

@@ -78,13 +78,10 @@ impl Mailbox {
         Mailbox { store, upstream, ttl, max_answer_bytes, retry_delay, wake: Notify::new() }
     }
 
-    /// Keeps an event. `Some(id)` for a new entry, `None` for a delivery seen before.
-    pub async fn keep_event(
-        &self,
-        event: &Event,
-        delivery_key: &[u8],
-        awaiting_pull: bool,
-    ) -> Result<Option<i64>, MailboxError> {
+    /// Keeps an event. `Some(id)` for a new entry, `None` for a delivery seen before. An event
+    /// that starts a pull waits for it (see [`pull_request`]) before it is notified.
+    pub async fn keep_event(&self, event: &Event, delivery_key: &[u8]) -> Result<Option<i64>, MailboxError> {
+        let awaiting_pull = pull_request(event).is_some();
         let (corp_id, kind, payload) = match event {
             Event::Zone(zone) => (zone.corp_id.clone(), zone.event_type.clone(), zone_payload(zone)),
             Event::Classic { corp_id, event } => (corp_id.clone(), classic_kind(event), classic_payload(event)),
@@ -333,11 +330,15 @@ fn classic_payload(event: &ClassicEvent) -> Value {
     })
 }
 
-/// Whether an event starts a pull whose summary its entry should carry.
-pub fn starts_pull(event: &Event) -> bool {
+/// The pull an event starts, if any: `Some(token)` for `conversation_new_message` (its token goes
+/// to `sync_msg`), `Some(None)` for classic `msgaudit_notify`. Its entry carries the pull's summary.
+pub fn pull_request(event: &Event) -> Option<Option<String>> {
     match event {
-        Event::Zone(zone) => matches!(zone.kind, ZoneEventKind::ConversationNewMessage { .. }),
-        Event::Classic { event, .. } => matches!(event.kind, ClassicEventKind::MsgauditNotify { .. }),
+        Event::Zone(zone) => match &zone.kind {
+            ZoneEventKind::ConversationNewMessage { token } => Some(Some(token.clone())),
+            _ => None,
+        },
+        Event::Classic { event, .. } => matches!(event.kind, ClassicEventKind::MsgauditNotify { .. }).then_some(None),
     }
 }
 
