@@ -263,9 +263,10 @@ struct TokenQuery {
 }
 
 async fn gettoken(State(state): State<Arc<SimState>>, Query(query): Query<TokenQuery>) -> Response {
-    if let Some(response) = inject_fault(&state).await {
-        return response;
-    }
+    let truncate = match inject_fault(&state).await {
+        Err(refusal) => return refusal,
+        Ok(truncate) => truncate,
+    };
     if query.corpid != state.config.corp_id {
         return errcode(40013, "invalid corpid");
     }
@@ -276,8 +277,8 @@ async fn gettoken(State(state): State<Arc<SimState>>, Query(query): Query<TokenQ
     let token = format!("simtok{:016x}", rand::random::<u64>());
     let lifetime = state.config.token_lifetime;
     lock(&state.tokens).push(IssuedToken { token: token.clone(), expires_at: Instant::now() + lifetime });
-    axum::Json(json!({"errcode": 0, "errmsg": "ok", "access_token": token, "expires_in": lifetime.as_secs()}))
-        .into_response()
+    let answer = json!({"errcode": 0, "errmsg": "ok", "access_token": token, "expires_in": lifetime.as_secs()});
+    json_answer(answer.to_string().into_bytes(), truncate)
 }
 
 #[derive(Deserialize)]
@@ -298,20 +299,10 @@ async fn chatdata(
     if lock(&state.failing_apis).contains(&api) {
         return errcode(-1, "system busy");
     }
-    let fault = state.faults.next();
-    if let Some(fault) = fault {
-        state.stats.faults_injected.fetch_add(1, Ordering::SeqCst);
-        match fault {
-            Fault::Busy => return errcode(-1, "system busy"),
-            Fault::RateLimit => return errcode(45009, "api freq out of limit"),
-            Fault::Concurrency => return errcode(45033, "api concurrent out of limit"),
-            Fault::ServerError => {
-                return (StatusCode::INTERNAL_SERVER_ERROR, "<html>502 Bad Gateway</html>").into_response();
-            }
-            Fault::Delay(delay) => tokio::time::sleep(delay).await,
-            Fault::Truncated => {}
-        }
-    }
+    let truncate = match inject_fault(&state).await {
+        Err(refusal) => return refusal,
+        Ok(truncate) => truncate,
+    };
     let Ok(request) = serde_json::from_slice::<Value>(&body) else {
         return errcode(47001, "data format error");
     };
@@ -327,26 +318,33 @@ async fn chatdata(
             json!({"errcode": 0, "errmsg": "ok"}).to_string().into_bytes()
         }
     };
-    let mut answer = answer;
-    if fault == Some(Fault::Truncated) {
-        answer.truncate(answer.len() / 2);
-    }
-    ([(axum::http::header::CONTENT_TYPE, "application/json")], answer).into_response()
+    json_answer(answer, truncate)
 }
 
-async fn inject_fault(state: &SimState) -> Option<Response> {
-    let fault = state.faults.next()?;
+/// Draws the next fault: `Err` is the refusal to answer with, `Ok(true)` asks for the body to be
+/// truncated, and a delay has already been slept when this returns.
+async fn inject_fault(state: &SimState) -> Result<bool, Response> {
+    let Some(fault) = state.faults.next() else { return Ok(false) };
     state.stats.faults_injected.fetch_add(1, Ordering::SeqCst);
-    Some(match fault {
+    match fault {
+        Fault::Busy => Err(errcode(-1, "system busy")),
+        Fault::RateLimit => Err(errcode(45009, "api freq out of limit")),
+        Fault::Concurrency => Err(errcode(45033, "api concurrent out of limit")),
+        Fault::ServerError => Err((StatusCode::INTERNAL_SERVER_ERROR, "<html>502 Bad Gateway</html>").into_response()),
         Fault::Delay(delay) => {
             tokio::time::sleep(delay).await;
-            return None;
+            Ok(false)
         }
-        Fault::ServerError | Fault::Truncated => {
-            (StatusCode::INTERNAL_SERVER_ERROR, "<html>502 Bad Gateway</html>").into_response()
-        }
-        _ => errcode(-1, "system busy"),
-    })
+        Fault::Truncated => Ok(true),
+    }
+}
+
+/// A JSON body, cut in half when a truncation fault asks for it.
+fn json_answer(mut body: Vec<u8>, truncate: bool) -> Response {
+    if truncate {
+        body.truncate(body.len() / 2);
+    }
+    ([(axum::http::header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
 /// 41001 without a token, 42001 for an expired one, 40014 for one never issued.
