@@ -2,7 +2,9 @@
 //! announced through `spec_notify_app`, and fetched with the `get_callback_data` ability.
 //!
 //! An entry is written before the event is acknowledged (so an acknowledged event is never lost),
-//! then notified by a background loop that retries `spec_notify_app` until WeCom accepts it. Entries
+//! with a notify_id chosen at once; a background loop then announces it with `spec_notify_app`
+//! (passing that id) until WeCom accepts it. Because the id is stored before it is announced, an
+//! application that fetches as soon as `program_notify` reaches it finds the entry. Entries
 //! created by `conversation_new_message` or `msgaudit_notify` wait for the pull they started and
 //! carry its summary. Notified entries stay fetchable for `mailbox.ttl_s`.
 
@@ -93,6 +95,7 @@ impl Mailbox {
             kind,
             payload: payload.to_string(),
             awaiting_pull,
+            notify_id: new_notify_id(),
         };
         let id = self.insert(entry).await?;
         if id.is_some() && !awaiting_pull {
@@ -122,6 +125,7 @@ impl Mailbox {
             notify_scene: notify_scene("async_result"),
             payload: payload.to_string(),
             awaiting_pull: false,
+            notify_id: new_notify_id(),
         };
         self.insert(entry).await?;
         self.wake.notify_one();
@@ -205,7 +209,7 @@ impl Mailbox {
             #[serde(default)]
             notify_id: String,
         }
-        let request = json!({"notify_scene": entry.notify_scene});
+        let request = json!({"notify_scene": entry.notify_scene, "notify_id": entry.notify_id});
         let outcome = self.upstream.invoke::<_, Notified>(&entry.corp_id, "spec_notify_app", &request).await;
         let store = Arc::clone(&self.store);
         let id = entry.id;
@@ -255,6 +259,11 @@ impl PullListener for Mailbox {
         }
         self.wake.notify_one();
     }
+}
+
+/// A fresh notify_id (34 characters; WeCom accepts supplied ids up to 64 bytes).
+fn new_notify_id() -> String {
+    format!("wz{:032x}", rand::random::<u128>())
 }
 
 /// The answer for `page`: the whole payload merged into `{errcode, errmsg, notify_id, …}` when it

@@ -119,6 +119,9 @@ pub struct NewMailboxEntry {
     /// JSON text.
     pub payload: String,
     pub awaiting_pull: bool,
+    /// The id announced with `spec_notify_app`, chosen before the announcement so that a fetch
+    /// that races the announcement's answer already finds the entry.
+    pub notify_id: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -244,7 +247,7 @@ pub trait Store: Send + Sync + 'static {
     fn mailbox_pending_notifications(&self, limit: usize) -> Result<Vec<MailboxEntry>, StoreError>;
     fn mailbox_set_notified(&self, id: i64, notify_id: &str, now: i64, expires_at: i64) -> Result<(), StoreError>;
     fn mailbox_notify_failed(&self, id: i64) -> Result<(), StoreError>;
-    /// A notified, unexpired entry of `corp_id`.
+    /// An unexpired entry of `corp_id` whose pull (if any) has finished.
     fn mailbox_by_notify_id(
         &self,
         corp_id: &str,

@@ -363,9 +363,10 @@ impl Store for SqliteStore {
         // covers exactly what was stored after the event arrived.
         let inserted = connection
             .prepare_cached(
-                "INSERT INTO mailbox(corp_id, delivery_key, kind, notify_scene, payload, state, created_at, pull_mark)
+                "INSERT INTO mailbox(corp_id, delivery_key, kind, notify_scene, payload, state, created_at, pull_mark,
+                                     notify_id)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7,
-                         CASE WHEN ?8 THEN (SELECT coalesce(max(id), 0) FROM records) END)
+                         CASE WHEN ?8 THEN (SELECT coalesce(max(id), 0) FROM records) END, ?9)
                  ON CONFLICT DO NOTHING",
             )?
             .execute(params![
@@ -376,7 +377,8 @@ impl Store for SqliteStore {
                 entry.payload,
                 state,
                 now,
-                entry.awaiting_pull
+                entry.awaiting_pull,
+                entry.notify_id
             ])?;
         Ok((inserted == 1).then(|| connection.last_insert_rowid()))
     }
@@ -462,10 +464,11 @@ impl Store for SqliteStore {
         let connection = self.lock();
         let sql = format!(
             "SELECT {MAILBOX_COLUMNS} FROM mailbox
-             WHERE corp_id = ?1 AND notify_id = ?2 AND state = ?3 AND expires_at > ?4 ORDER BY id LIMIT 1"
+             WHERE corp_id = ?1 AND notify_id = ?2 AND state <> ?3 AND (expires_at IS NULL OR expires_at > ?4)
+             ORDER BY id LIMIT 1"
         );
         let mut statement = connection.prepare_cached(&sql)?;
-        Ok(statement.query_row(params![corp_id, notify_id, MAILBOX_NOTIFIED, now], mailbox_entry).optional()?)
+        Ok(statement.query_row(params![corp_id, notify_id, MAILBOX_AWAITING_PULL, now], mailbox_entry).optional()?)
     }
 
     fn mailbox_record_fetch(&self, id: i64, page: u32, now: i64) -> Result<(), StoreError> {
