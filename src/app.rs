@@ -63,11 +63,9 @@ impl AppState {
         Ok(Arc::new(AppState { config, front_door, metrics, store }))
     }
 
-    /// Ready when every corp's keys are loaded and the store answers.
+    /// Ready when the store answers. Every corp's keys are loaded by construction: `start` fails
+    /// on any key that does not load, and the config requires at least one corp.
     pub fn readiness(&self) -> Result<(), String> {
-        if self.front_door.corp_count() != self.config.corps.len() || self.config.corps.is_empty() {
-            return Err("callback keys are not loaded".to_owned());
-        }
         if let Some(store) = &self.store {
             store.check().map_err(|_| "storage is not available".to_owned())?;
         }
@@ -79,7 +77,6 @@ impl AppState {
 pub struct Service {
     pub state: Arc<AppState>,
     pub ingestor: Arc<Ingestor>,
-    pub scheduler: Arc<PullScheduler>,
     stop_background: watch::Sender<bool>,
     background: Vec<JoinHandle<()>>,
 }
@@ -149,9 +146,9 @@ pub fn start(config: Config) -> Result<Service, StartError> {
         PullScheduler::start(Arc::clone(&ingestor), corps, schedule, listener, Arc::clone(&metrics), stopped.clone());
     background.push(tokio::spawn(Arc::clone(&mailbox).run_notifier(stopped.clone())));
     background.push(tokio::spawn(Arc::clone(&jobs).run(stopped)));
-    let dispatcher = Arc::new(ZoneService::new(Arc::clone(&scheduler), mailbox, abilities, jobs));
+    let dispatcher = Arc::new(ZoneService::new(scheduler, mailbox, abilities, jobs));
     let state = AppState::build(config, dispatcher, metrics, Some(store))?;
-    Ok(Service { state, ingestor, scheduler, stop_background, background })
+    Ok(Service { state, ingestor, stop_background, background })
 }
 
 impl Service {

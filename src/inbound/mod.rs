@@ -255,11 +255,6 @@ impl FrontDoor {
         );
         Reply::Sealed { format, reply }
     }
-
-    /// True once every corp's keys are loaded (they are, by construction).
-    pub fn corp_count(&self) -> usize {
-        self.corps.len()
-    }
 }
 
 /// A zone request names its corp; it must be the corp the envelope was addressed to (or left
