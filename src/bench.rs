@@ -100,7 +100,6 @@ fn bench_config(
     private_pem: &str,
     page_limit: u32,
 ) -> Result<Config, crate::config::ConfigError> {
-    let sim = simulator.config();
     let storage = workdir.path().join("bench.sqlite");
     let text = format!(
         r#"
@@ -113,18 +112,10 @@ retry_max_ms = 500
 [ingest]
 page_limit = {page_limit}
 poll_interval_s = 0
-[[corp]]
-corp_id = "{CORP_ID}"
-secret = "{secret}"
-token = "{token}"
-encoding_aes_key = "{aes_key}"
-private_keys = [ {{ version = 1, pem = """{private_pem}""" }} ]
-"#,
+{corp}"#,
         storage = storage.display().to_string(),
         base_url = simulator.base_url(),
-        secret = sim.secret,
-        token = sim.callback_token,
-        aes_key = sim.encoding_aes_key,
+        corp = simulator.corp_toml(&[format!("{{ version = 1, pem = \"\"\"{private_pem}\"\"\" }}")]),
     );
     Config::from_toml_str(&text, Vec::new(), None)
 }

@@ -254,8 +254,14 @@ async fn bind(listen: Option<&str>) -> Result<TcpListener, DemoError> {
 }
 
 fn write_config(dir: &Path, simulator: &Simulator, listen: &str) -> Result<PathBuf, DemoError> {
-    let sim = simulator.config();
     let path = dir.join("wecom-zone.toml");
+    let private_keys: Vec<String> = [1, 2]
+        .iter()
+        .map(|version| {
+            let key = dir.join(format!("keys/private_key_v{version}.pem"));
+            format!("{{ version = {version}, path = {:?} }}", key.display().to_string())
+        })
+        .collect();
     let text = format!(
         r#"# Written by `wecom-zone demo`: the service against the simulator on loopback.
 [server]
@@ -270,20 +276,10 @@ retry_max_ms = 1000
 page_limit = 100
 [log]
 level = "warn"
-[[corp]]
-corp_id = "{CORP_ID}"
-secret = "{secret}"
-token = "{token}"
-encoding_aes_key = "{aes_key}"
-private_keys = [ {{ version = 1, path = {key1:?} }}, {{ version = 2, path = {key2:?} }} ]
-"#,
+{corp}"#,
         db = dir.join("wecom-zone.sqlite").display().to_string(),
         base_url = simulator.base_url(),
-        secret = sim.secret,
-        token = sim.callback_token,
-        aes_key = sim.encoding_aes_key,
-        key1 = dir.join("keys/private_key_v1.pem").display().to_string(),
-        key2 = dir.join("keys/private_key_v2.pem").display().to_string(),
+        corp = simulator.corp_toml(&private_keys),
     );
     std::fs::write(&path, text).map_err(|e| DemoError::Setup(e.to_string()))?;
     Ok(path)

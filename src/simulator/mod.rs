@@ -234,6 +234,21 @@ impl Simulator {
         (crate::client::zone_event(&self.state.config.corp_id, "conversation_new_message", &payload), token)
     }
 
+    /// The `[[corp]]` block of a service that talks to this simulator: its corp id, app secret,
+    /// callback Token and EncodingAESKey, and `private_keys` (TOML inline tables, e.g.
+    /// `{ version = 1, path = "…" }`).
+    pub fn corp_toml(&self, private_keys: &[String]) -> String {
+        let config = &self.state.config;
+        format!(
+            "[[corp]]\ncorp_id = \"{}\"\nsecret = \"{}\"\ntoken = \"{}\"\nencoding_aes_key = \"{}\"\nprivate_keys = [ {} ]\n",
+            config.corp_id,
+            config.secret,
+            config.callback_token,
+            config.encoding_aes_key,
+            private_keys.join(", ")
+        )
+    }
+
     /// A client that sends callbacks to the service at `service_url` as this simulated WeCom.
     pub fn client_for(&self, service_url: &str) -> Result<ZoneClient, ClientError> {
         let config = &self.state.config;

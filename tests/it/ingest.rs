@@ -52,7 +52,6 @@ pub fn service_config_with(
     page_limit: u32,
     extra: &str,
 ) -> String {
-    let sim = simulator.config();
     let keys: Vec<String> = private_keys
         .iter()
         .map(|(version, pem)| format!("{{ version = {version}, pem = \"\"\"{pem}\"\"\" }}"))
@@ -74,20 +73,12 @@ page_limit = {page_limit}
 poll_interval_s = 0
 [log]
 level = "warn"
-[[corp]]
-corp_id = "{CORP}"
-secret = "{secret}"
-token = "{token}"
-encoding_aes_key = "{aes_key}"
-private_keys = [ {keys} ]
+{corp}
 {extra}
 "#,
         db = db.display().to_string(),
         base_url = simulator.base_url(),
-        secret = sim.secret,
-        token = sim.callback_token,
-        aes_key = sim.encoding_aes_key,
-        keys = keys.join(", "),
+        corp = simulator.corp_toml(&keys),
     )
 }
 
