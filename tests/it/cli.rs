@@ -97,49 +97,21 @@ fn serve_answers_health_checks_and_stops_cleanly_on_sigterm() {
         std::thread::sleep(Duration::from_millis(100));
     }
     // `call` plays WeCom: signs, encrypts, sends, and prints the decrypted answer.
-    let called = run(
-        &[
-            "call",
-            "--config",
-            "config/wecom-zone.example.toml",
-            "--url",
-            &format!("http://{listen}/"),
-            "--ability",
-            "ingest_status",
-        ],
-        &[],
-    );
+    let url = format!("http://{listen}/");
+    let call = |args: &[&str]| {
+        let mut full = vec!["call", "--config", "config/wecom-zone.example.toml", "--url", &url];
+        full.extend_from_slice(args);
+        run(&full, &[])
+    };
+    let called = call(&["--ability", "ingest_status"]);
     assert_eq!(called.status.code(), Some(0), "{}", text(&called));
     let answer: serde_json::Value = serde_json::from_slice(&called.stdout).unwrap();
     assert_eq!(answer["errcode"], 0);
     assert_eq!(answer["corpid"], "ww0123456789abcdef");
-    let unknown = run(
-        &[
-            "call",
-            "--config",
-            "config/wecom-zone.example.toml",
-            "--url",
-            &format!("http://{listen}/"),
-            "--ability",
-            "nope",
-            "--xml",
-        ],
-        &[],
-    );
+    let unknown = call(&["--ability", "nope", "--xml"]);
     let answer: serde_json::Value = serde_json::from_slice(&unknown.stdout).unwrap();
     assert_eq!(answer["errcode"], 710636);
-    let event = run(
-        &[
-            "call",
-            "--config",
-            "config/wecom-zone.example.toml",
-            "--url",
-            &format!("http://{listen}/"),
-            "--classic-event",
-            "change_contact",
-        ],
-        &[],
-    );
+    let event = call(&["--classic-event", "change_contact"]);
     assert_eq!(String::from_utf8_lossy(&event.stdout).trim(), "success");
     let unhealthy = run(&["healthcheck", "--url", &format!("http://{listen}/nowhere")], &[]);
     assert_eq!(unhealthy.status.code(), Some(1));
