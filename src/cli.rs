@@ -114,6 +114,16 @@ enum BenchCommand {
         #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=1000))]
         page_limit: u32,
     },
+    /// Serve the real service and a bare axum handler side by side on loopback, drive both with
+    /// the same keep-alive load, and compare their request rates.
+    FrontDoor {
+        /// Measured seconds per target (split into alternating turns).
+        #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
+        seconds: u64,
+        /// Keep-alive connections of the load.
+        #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u64).range(1..=10_000))]
+        connections: u64,
+    },
 }
 
 const EXIT_RUNTIME: u8 = 1;
@@ -132,6 +142,9 @@ pub fn main() -> ExitCode {
         }
         Command::Keygen { out, version } => keygen(&out, version),
         Command::Bench { bench: BenchCommand::Ingest { messages, page_limit } } => bench_ingest(messages, page_limit),
+        Command::Bench { bench: BenchCommand::FrontDoor { seconds, connections } } => {
+            bench_front_door(seconds, connections as usize)
+        }
         Command::Healthcheck { url, timeout_ms } => healthcheck(&url, Duration::from_millis(timeout_ms)),
     }
 }
@@ -222,6 +235,22 @@ fn bench_ingest(messages: usize, page_limit: u32) -> ExitCode {
     };
     let mut stdout = std::io::stdout();
     match runtime.block_on(crate::bench::ingest(messages, page_limit, &mut stdout)) {
+        Ok(_) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("wecom-zone: bench: {error}");
+            ExitCode::from(EXIT_RUNTIME)
+        }
+    }
+}
+
+fn bench_front_door(seconds: u64, connections: usize) -> ExitCode {
+    // The service logs at its default level, as `serve` does.
+    telemetry::init(crate::config::LogFormat::Text, "info");
+    let runtime = match runtime() {
+        Ok(runtime) => runtime,
+        Err(code) => return code,
+    };
+    match runtime.block_on(crate::bench::front_door::run(seconds, connections, &mut std::io::stdout())) {
         Ok(_) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("wecom-zone: bench: {error}");

@@ -57,6 +57,24 @@ pub async fn serve(
     axum::serve(listener, router(state)).with_graceful_shutdown(shutdown).await
 }
 
+/// A bare axum server whose handlers return constants: the yardstick of `bench front-door`.
+pub async fn serve_bare(
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let router = Router::new().route("/", get(|| async { "ok" }).post(|| async { "success" }));
+    axum::serve(listener, router).with_graceful_shutdown(shutdown).await
+}
+
+/// A bare axum server whose handlers return constants: the yardstick of `bench front-door`.
+pub async fn serve_bare(
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let router = Router::new().route("/", get(|| async { "ok" }).post(|| async { "success" }));
+    axum::serve(listener, router).with_graceful_shutdown(shutdown).await
+}
+
 /// Completes on Ctrl-C or SIGTERM.
 pub async fn shutdown_signal() {
     let ctrl_c = async {

@@ -1,3 +1,5 @@
+//! Benchmarks: `bench ingest` (here) and `bench front-door` (`front_door`).
+//!
 //! `wecom-zone bench ingest`: the real pipeline against the simulator on loopback.
 //!
 //! Before the clock starts: a key pair is generated, the simulator generates the corpus and
@@ -5,6 +7,9 @@
 //! over loopback HTTP, JSON parsing, one RSA-2048 decryption per record, and committed SQLite
 //! transactions (page + cursor). Afterwards every record is counted and a sample is checked
 //! against the simulator's expected secret keys.
+
+pub mod front_door;
+mod load;
 
 use std::io::Write;
 use std::sync::Arc;
