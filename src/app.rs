@@ -1,9 +1,10 @@
 //! Wiring: builds the service from a [`Config`] and runs it.
 //!
 //! `start` opens the store, loads every key, builds the upstream client, the RSA pool, the
-//! ingestor, the mailbox, the abilities and the background loops (one pull loop per corp, the
-//! mailbox notifier, the async job runner). `Service::serve` answers HTTP until the shutdown
-//! signal, then stops the loops (a page being committed either commits whole or not at all).
+//! ingestor, the mailbox, the abilities and the background workers (one puller per corp, the
+//! mailbox notifier, the async job runner, the readiness probe). `Service::serve` answers HTTP
+//! until the shutdown signal, then stops the workers (a page being committed either commits whole
+//! or not at all).
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -11,27 +12,25 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
 use crate::abilities::{Abilities, JobRunner};
+use crate::background::{self, Backoff, Pace, Round, ShutdownSender, Worker};
 use crate::config::Config;
 use crate::crypto::CryptoError;
-use crate::inbound::{Dispatcher, FrontDoor};
-use crate::ingest::{Ingestor, PullListener, PullScheduler, Schedule};
+use crate::domain::{BoxFuture, Clock, CorpId};
+use crate::ingest::{Ingestor, PullListener, PullScheduler};
 use crate::mailbox::Mailbox;
 use crate::metrics::Metrics;
 use crate::service::ZoneService;
-use crate::store::{SqliteStore, Store, StoreError};
+use crate::store::{SqliteStore, StoreError, StoreHealth, blocking};
 use crate::upstream::{UpstreamClient, UpstreamError};
 
-/// Everything a request handler needs. Shared behind an `Arc`.
-pub struct AppState {
-    pub config: Config,
-    pub front_door: FrontDoor,
-    pub metrics: Arc<Metrics>,
-    pub store: Option<Arc<dyn Store>>,
-}
+pub use crate::http::{AppState, Readiness};
+
+/// How often readiness is checked against the store.
+const READINESS_INTERVAL: Duration = Duration::from_secs(5);
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -40,55 +39,32 @@ pub enum StartError {
     #[error("storage: {0}")]
     Store(#[from] StoreError),
     #[error("corp {corp_id}: private key version {version}: {message}")]
-    Key { corp_id: String, version: u32, message: String },
+    Key { corp_id: CorpId, version: u32, message: String },
     #[error("{0}")]
     Upstream(#[from] UpstreamError),
     #[error("cannot start the RSA pool: {0}")]
     Pool(String),
 }
 
-impl AppState {
-    /// The front door alone, with `dispatcher` behind it (tests use their own dispatchers).
-    pub fn new(config: Config, dispatcher: Arc<dyn Dispatcher>) -> Result<Arc<AppState>, CryptoError> {
-        Self::build(config, dispatcher, Arc::new(Metrics::new()), None)
-    }
-
-    fn build(
-        config: Config,
-        dispatcher: Arc<dyn Dispatcher>,
-        metrics: Arc<Metrics>,
-        store: Option<Arc<dyn Store>>,
-    ) -> Result<Arc<AppState>, CryptoError> {
-        let front_door = FrontDoor::new(&config, dispatcher, Arc::clone(&metrics))?;
-        Ok(Arc::new(AppState { config, front_door, metrics, store }))
-    }
-
-    /// Ready when the store answers. Every corp's keys are loaded by construction: `start` fails
-    /// on any key that does not load, and the config requires at least one corp.
-    pub fn readiness(&self) -> Result<(), String> {
-        if let Some(store) = &self.store {
-            store.check().map_err(|_| "storage is not available".to_owned())?;
-        }
-        Ok(())
-    }
-}
-
 /// The whole service, started.
 pub struct Service {
     pub state: Arc<AppState>,
     pub ingestor: Arc<Ingestor>,
-    stop_background: watch::Sender<bool>,
+    /// The store behind every aggregate (tests and the demo read it directly).
+    pub store: Arc<SqliteStore>,
+    config: Config,
+    stop_background: ShutdownSender,
     background: Vec<JoinHandle<()>>,
 }
 
-/// The store and the ingestor for `config`, without HTTP or pull loops (the benchmark uses this).
+/// The store and the ingestor for `config`, without HTTP or workers (the benchmark uses this).
 /// `upstream` is shared with everything else that calls WeCom, so there is one token cache.
 pub fn build_ingestor(
     config: &Config,
     upstream: UpstreamClient,
     metrics: Arc<Metrics>,
-) -> Result<(Arc<dyn Store>, Arc<Ingestor>), StartError> {
-    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&config.storage.path)?);
+) -> Result<(Arc<SqliteStore>, Arc<Ingestor>), StartError> {
+    let store = Arc::new(SqliteStore::open(&config.storage.path)?);
     let mut rings = HashMap::new();
     for corp in &config.corps {
         let ring = corp.key_ring(config.ingest.rsa_padding).map_err(|(version, error)| StartError::Key {
@@ -103,63 +79,77 @@ pub fn build_ingestor(
         .thread_name(|index| format!("rsa-{index}"))
         .build()
         .map_err(|error| StartError::Pool(error.to_string()))?;
-    let ingestor =
-        Arc::new(Ingestor::new(Arc::clone(&store), upstream, rings, Arc::new(pool), config.ingest.page_limit, metrics));
+    let ingestor = Arc::new(Ingestor::new(
+        Arc::clone(&store) as _,
+        upstream,
+        rings,
+        Arc::new(pool),
+        config.ingest.page_limit,
+        metrics,
+    ));
     Ok((store, ingestor))
 }
 
-/// Builds everything and starts the background loops (pulls, notifications, async jobs).
-/// Call inside a Tokio runtime.
+/// Builds everything and starts the background workers (pulls, notifications, async jobs,
+/// readiness) on the system clock. Call inside a Tokio runtime.
 pub fn start(config: Config) -> Result<Service, StartError> {
+    start_with_clock(config, Clock::system())
+}
+
+/// [`start`] with a clock that tests can move.
+pub fn start_with_clock(config: Config, clock: Clock) -> Result<Service, StartError> {
     let metrics = Arc::new(Metrics::new());
     let upstream = UpstreamClient::new(&config, Arc::clone(&metrics))?;
     let (store, ingestor) = build_ingestor(&config, upstream.clone(), Arc::clone(&metrics))?;
-    let retry_delay = config.upstream.retry_max.max(Duration::from_millis(100));
     let mailbox = Arc::new(Mailbox::new(
-        Arc::clone(&store),
+        Arc::clone(&store) as _,
         upstream.clone(),
         config.mailbox.ttl,
         config.mailbox.max_answer_bytes,
-        retry_delay,
+        clock.clone(),
     ));
     let abilities = Arc::new(Abilities::new(
-        Arc::clone(&store),
+        Arc::clone(&store) as _,
         upstream.clone(),
         Arc::clone(&mailbox),
         config.abilities.invoke_apis.clone(),
     ));
     let jobs = Arc::new(JobRunner::new(
-        Arc::clone(&store),
+        Arc::clone(&store) as _,
         Arc::clone(&abilities),
         upstream,
         Arc::clone(&mailbox),
-        retry_delay,
+        clock.clone(),
     ));
-    let (stop_background, stopped) = watch::channel(false);
-    let mut corps = Vec::new();
-    for corp in &config.corps {
-        corps.push((corp.corp_id.clone(), mailbox.awaiting_pull(&corp.corp_id)?));
-    }
-    let schedule = Schedule { poll_interval: config.ingest.poll_interval, retry_delay };
-    let listener: Arc<dyn PullListener> = Arc::clone(&mailbox) as Arc<dyn PullListener>;
-    let (scheduler, mut background) =
-        PullScheduler::start(Arc::clone(&ingestor), corps, schedule, listener, Arc::clone(&metrics), stopped.clone());
-    background.push(tokio::spawn(Arc::clone(&mailbox).run_notifier(stopped.clone())));
-    background.push(tokio::spawn(Arc::clone(&jobs).run(stopped)));
+    let (stop_background, shutdown) = background::shutdown_channel();
+    let backoff = Backoff { base: config.background.retry_base, max: config.background.retry_max };
+    let corps: Vec<CorpId> = config.corps.iter().map(|corp| corp.corp_id.clone()).collect();
+    let listener: Arc<dyn PullListener> = Arc::clone(&mailbox) as _;
+    let pull_pace = Pace { idle: config.ingest.poll_interval, backoff };
+    let (scheduler, mut tasks) =
+        PullScheduler::start(Arc::clone(&ingestor), &corps, pull_pace, listener, Arc::clone(&metrics), &shutdown);
+    let notifier_pace = Pace { idle: Some(mailbox.idle_interval()), backoff };
+    tasks.push(background::spawn(Arc::clone(&mailbox) as _, mailbox.wake(), notifier_pace, shutdown.clone()));
+    let jobs_pace = Pace { idle: Some(config.background.idle_poll), backoff };
+    tasks.push(background::spawn(Arc::clone(&jobs) as _, jobs.wake(), jobs_pace, shutdown.clone()));
+    let readiness = Arc::new(Readiness::new(true));
+    let probe = ReadinessProbe { store: Arc::clone(&store) as _, readiness: Arc::clone(&readiness) };
+    let probe_pace = Pace { idle: Some(READINESS_INTERVAL), backoff };
+    tasks.push(background::spawn(Arc::new(probe), Arc::new(Notify::new()), probe_pace, shutdown));
     let dispatcher = Arc::new(ZoneService::new(scheduler, mailbox, abilities, jobs));
-    let state = AppState::build(config, dispatcher, metrics, Some(store))?;
-    Ok(Service { state, ingestor, stop_background, background })
+    let state = AppState::build(&config, dispatcher, metrics, readiness, clock)?;
+    Ok(Service { state, ingestor, store, config, stop_background, background: tasks })
 }
 
 impl Service {
-    /// Serves HTTP on `listener` until `shutdown` completes, then stops the pull loops.
+    /// Serves HTTP on `listener` until `shutdown` completes, then stops the background workers.
     pub async fn serve(
         self,
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
         let served = crate::http::serve(listener, Arc::clone(&self.state), shutdown).await;
-        let _ = self.stop_background.send(true);
+        self.stop_background.stop();
         for task in self.background {
             let _ = task.await;
         }
@@ -167,14 +157,34 @@ impl Service {
     }
 }
 
+/// Checks the store off the runtime and keeps `/readyz`'s answer current.
+struct ReadinessProbe {
+    store: Arc<dyn StoreHealth>,
+    readiness: Arc<Readiness>,
+}
+
+impl Worker for ReadinessProbe {
+    fn round(&self) -> BoxFuture<'_, Round> {
+        Box::pin(async move {
+            let store = Arc::clone(&self.store);
+            let ready = blocking(move || store.check()).await.is_ok();
+            if ready != self.readiness.is_ready() {
+                tracing::warn!(ready, "storage readiness changed");
+            }
+            self.readiness.set(ready);
+            Round::Idle
+        })
+    }
+}
+
 /// Binds `server.listen` and serves until `shutdown`.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), RunError> {
     let service = start(config)?;
-    let listener = TcpListener::bind(service.state.config.server.listen).await?;
+    let listener = TcpListener::bind(service.config.server.listen).await?;
     tracing::info!(
         address = %listener.local_addr()?,
-        corps = service.state.config.corps.len(),
-        storage = %service.state.config.storage.path.display(),
+        corps = service.config.corps.len(),
+        storage = %service.config.storage.path.display(),
         "listening"
     );
     service.serve(listener, shutdown).await?;

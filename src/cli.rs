@@ -126,13 +126,51 @@ enum BenchCommand {
     },
 }
 
-const EXIT_RUNTIME: u8 = 1;
-const EXIT_CONFIG: u8 = 2;
+/// Why a command failed; [`CliError::exit_code`] is the one mapping to exit codes.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    #[error("config error: {0}")]
+    Config(#[from] ConfigError),
+    /// Bad arguments or a config the command cannot use.
+    #[error("{0}")]
+    Usage(String),
+    #[error("{0}")]
+    Run(#[from] RunError),
+    /// Anything else that went wrong while the command ran.
+    #[error("{0}")]
+    Runtime(String),
+}
 
-/// Parses `std::env::args` and runs the command.
+impl CliError {
+    /// 2 for usage and configuration problems (a private key that does not load included), 1 for
+    /// failures at run time.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            CliError::Config(_) | CliError::Usage(_) => 2,
+            CliError::Run(RunError::Start(StartError::Key { .. })) => 2,
+            CliError::Run(_) | CliError::Runtime(_) => 1,
+        }
+    }
+}
+
+fn runtime_error(context: &str) -> impl FnOnce(&dyn std::fmt::Display) -> CliError + '_ {
+    move |error| CliError::Runtime(format!("{context}: {error}"))
+}
+
+/// Parses `std::env::args`, runs the command and maps its outcome to an exit code.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    match cli.command {
+    match run(cli.command) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("wecom-zone: {error}");
+            ExitCode::from(error.exit_code())
+        }
+    }
+}
+
+fn run(command: Command) -> Result<(), CliError> {
+    match command {
         Command::Serve { config } => serve(config),
         Command::CheckConfig { config } => check_config(config),
         Command::Demo { messages, exit, listen } => demo(messages, exit, listen),
@@ -149,141 +187,76 @@ pub fn main() -> ExitCode {
     }
 }
 
-fn load_config(path: Option<PathBuf>) -> Result<Config, ExitCode> {
-    Config::load(path.as_deref()).map_err(|error: ConfigError| {
-        eprintln!("wecom-zone: config error: {error}");
-        ExitCode::from(EXIT_CONFIG)
-    })
-}
-
-fn serve(path: Option<PathBuf>) -> ExitCode {
-    let config = match load_config(path) {
-        Ok(config) => config,
-        Err(code) => return code,
-    };
+fn serve(path: Option<PathBuf>) -> Result<(), CliError> {
+    let config = Config::load(path.as_deref())?;
     telemetry::init(config.log.format, &config.log.level);
-    let runtime = match runtime() {
-        Ok(runtime) => runtime,
-        Err(code) => return code,
-    };
-    match runtime.block_on(app::run(config, crate::http::shutdown_signal())) {
-        Ok(()) => {
-            tracing::info!("stopped");
-            ExitCode::SUCCESS
-        }
-        Err(error) => {
-            tracing::error!(%error, "service failed");
-            eprintln!("wecom-zone: {error}");
-            let code =
-                if matches!(error, RunError::Start(StartError::Key { .. })) { EXIT_CONFIG } else { EXIT_RUNTIME };
-            ExitCode::from(code)
-        }
+    let outcome = runtime()?.block_on(app::run(config, crate::background::termination_signal()));
+    match &outcome {
+        Ok(()) => tracing::info!("stopped"),
+        Err(error) => tracing::error!(%error, "service failed"),
     }
+    Ok(outcome?)
 }
 
-fn check_config(path: Option<PathBuf>) -> ExitCode {
-    match load_config(path) {
-        Ok(config) => {
-            print!("{}", config.summary());
-            println!("config ok");
-            ExitCode::SUCCESS
-        }
-        Err(code) => code,
-    }
+fn check_config(path: Option<PathBuf>) -> Result<(), CliError> {
+    let config = Config::load(path.as_deref())?;
+    print!("{}", config.summary());
+    println!("config ok");
+    Ok(())
 }
 
-fn healthcheck(url: &str, timeout: Duration) -> ExitCode {
+fn healthcheck(url: &str, timeout: Duration) -> Result<(), CliError> {
     let probe = async {
         let client = reqwest::Client::builder().timeout(timeout).build()?;
         client.get(url).send().await?.error_for_status()
     };
-    let outcome = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-        Ok(runtime) => runtime.block_on(probe),
-        Err(error) => {
-            eprintln!("wecom-zone: cannot start the runtime: {error}");
-            return ExitCode::from(EXIT_RUNTIME);
-        }
-    };
-    match outcome {
-        Ok(_) => ExitCode::SUCCESS,
-        Err(error) => {
-            eprintln!("wecom-zone: unhealthy: {error}");
-            ExitCode::from(EXIT_RUNTIME)
-        }
-    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|error| runtime_error("cannot start the runtime")(&error))?;
+    runtime.block_on(probe).map_err(|error| runtime_error("unhealthy")(&error))?;
+    Ok(())
 }
 
-fn keygen(out: &std::path::Path, version: u32) -> ExitCode {
-    match crate::keys::write_key_pair(out, version) {
-        Ok((private_path, public_path)) => {
-            println!("wrote {} (keep it secret) and {}", private_path.display(), public_path.display());
-            println!("upload the public key to WeCom as 消息加密公钥 version {version}");
-            ExitCode::SUCCESS
-        }
-        Err(error) => {
-            eprintln!("wecom-zone: keygen: {error}");
-            ExitCode::from(EXIT_RUNTIME)
-        }
-    }
+fn keygen(out: &std::path::Path, version: u32) -> Result<(), CliError> {
+    let (private_path, public_path) =
+        crate::keys::write_key_pair(out, version).map_err(|error| runtime_error("keygen")(&error))?;
+    println!("wrote {} (keep it secret) and {}", private_path.display(), public_path.display());
+    println!("upload the public key to WeCom as 消息加密公钥 version {version}");
+    Ok(())
 }
 
-fn bench_ingest(messages: usize, page_limit: u32) -> ExitCode {
+fn bench_ingest(messages: usize, page_limit: u32) -> Result<(), CliError> {
     telemetry::init(crate::config::LogFormat::Text, "warn");
-    let runtime = match runtime() {
-        Ok(runtime) => runtime,
-        Err(code) => return code,
-    };
-    let mut stdout = std::io::stdout();
-    match runtime.block_on(crate::bench::ingest(messages, page_limit, &mut stdout)) {
-        Ok(_) => ExitCode::SUCCESS,
-        Err(error) => {
-            eprintln!("wecom-zone: bench: {error}");
-            ExitCode::from(EXIT_RUNTIME)
-        }
-    }
+    runtime()?
+        .block_on(crate::bench::ingest(messages, page_limit, &mut std::io::stdout()))
+        .map_err(|error| runtime_error("bench")(&error))?;
+    Ok(())
 }
 
-fn bench_front_door(seconds: u64, connections: usize) -> ExitCode {
+fn bench_front_door(seconds: u64, connections: usize) -> Result<(), CliError> {
     // The service logs at its default level, as `serve` does.
     telemetry::init(crate::config::LogFormat::Text, "info");
-    let runtime = match runtime() {
-        Ok(runtime) => runtime,
-        Err(code) => return code,
-    };
-    match runtime.block_on(crate::bench::front_door::run(seconds, connections, &mut std::io::stdout())) {
-        Ok(_) => ExitCode::SUCCESS,
-        Err(error) => {
-            eprintln!("wecom-zone: bench: {error}");
-            ExitCode::from(EXIT_RUNTIME)
-        }
-    }
+    runtime()?
+        .block_on(crate::bench::front_door::run(seconds, connections, &mut std::io::stdout()))
+        .map_err(|error| runtime_error("bench")(&error))?;
+    Ok(())
 }
 
-fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
-    tokio::runtime::Runtime::new().map_err(|error| {
-        eprintln!("wecom-zone: cannot start the runtime: {error}");
-        ExitCode::from(EXIT_RUNTIME)
-    })
+fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
+    tokio::runtime::Runtime::new().map_err(|error| runtime_error("cannot start the runtime")(&error))
 }
 
-fn demo(messages: usize, exit: bool, listen: Option<String>) -> ExitCode {
+fn demo(messages: usize, exit: bool, listen: Option<String>) -> Result<(), CliError> {
     if messages == 0 {
-        eprintln!("wecom-zone: demo: --messages must be at least 1");
-        return ExitCode::from(EXIT_CONFIG);
+        return Err(CliError::Usage("demo: --messages must be at least 1".into()));
     }
     telemetry::init(crate::config::LogFormat::Text, "warn");
-    let runtime = match runtime() {
-        Ok(runtime) => runtime,
-        Err(code) => return code,
-    };
     let options = crate::demo::DemoOptions { messages, exit, listen };
-    match runtime.block_on(crate::demo::run(options, &mut std::io::stdout())) {
-        Ok(_) => ExitCode::SUCCESS,
-        Err(error) => {
-            eprintln!("wecom-zone: demo: {error}");
-            ExitCode::from(EXIT_RUNTIME)
-        }
-    }
+    runtime()?
+        .block_on(crate::demo::run(options, &mut std::io::stdout()))
+        .map_err(|error| runtime_error("demo")(&error))?;
+    Ok(())
 }
 
 struct CallRequest {
@@ -296,23 +269,22 @@ struct CallRequest {
     xml: bool,
 }
 
-fn call(config: Option<PathBuf>, corp: Option<String>, url: Option<String>, request: CallRequest) -> ExitCode {
-    let config = match load_config(config) {
-        Ok(config) => config,
-        Err(code) => return code,
-    };
+fn call(
+    config: Option<PathBuf>,
+    corp: Option<String>,
+    url: Option<String>,
+    request: CallRequest,
+) -> Result<(), CliError> {
+    let config = Config::load(config.as_deref())?;
     let corp_config = match corp.as_deref() {
         Some(corp_id) => config.corp(corp_id),
         None => config.corps.first(),
     };
     let Some(corp_config) = corp_config else {
-        eprintln!("wecom-zone: call: corp {} is not configured", corp.unwrap_or_default());
-        return ExitCode::from(EXIT_CONFIG);
+        return Err(CliError::Usage(format!("call: corp {} is not configured", corp.unwrap_or_default())));
     };
-    let Ok(data) = serde_json::from_str::<serde_json::Value>(&request.data) else {
-        eprintln!("wecom-zone: call: --data is not valid JSON");
-        return ExitCode::from(EXIT_CONFIG);
-    };
+    let data = serde_json::from_str::<serde_json::Value>(&request.data)
+        .map_err(|_| CliError::Usage("call: --data is not valid JSON".into()))?;
     let corp_id = corp_config.corp_id.clone();
     let plaintext = match (&request.ability, &request.event, &request.classic_event) {
         (Some(ability), None, None) => {
@@ -320,45 +292,29 @@ fn call(config: Option<PathBuf>, corp: Option<String>, url: Option<String>, requ
         }
         (None, Some(event), None) => crate::client::zone_event(&corp_id, event, &data),
         (None, None, Some(event)) => crate::client::classic_event(&corp_id, event),
-        _ => {
-            eprintln!("wecom-zone: call: give one of --ability, --event or --classic-event");
-            return ExitCode::from(EXIT_CONFIG);
-        }
+        _ => return Err(CliError::Usage("call: give one of --ability, --event or --classic-event".into())),
     };
     let url = url.unwrap_or_else(|| format!("http://127.0.0.1:{}/", config.server.listen.port()));
-    let client = match crate::client::ZoneClient::new(
+    let client = crate::client::ZoneClient::new(
         &url,
         &corp_id,
         corp_config.token.expose(),
         corp_config.encoding_aes_key.expose(),
-    ) {
-        Ok(client) => client,
-        Err(error) => {
-            eprintln!("wecom-zone: call: {error}");
-            return ExitCode::from(EXIT_CONFIG);
-        }
-    };
-    let runtime = match runtime() {
-        Ok(runtime) => runtime,
-        Err(code) => return code,
-    };
+    )
+    .map_err(|error| CliError::Usage(format!("call: {error}")))?;
     let format = if request.xml { crate::crypto::EnvelopeFormat::Xml } else { crate::crypto::EnvelopeFormat::Json };
-    match runtime.block_on(client.send(&plaintext, format)) {
+    match runtime()?.block_on(client.send(&plaintext, format)) {
         Ok(crate::client::Answer::Sealed(answer)) => {
             println!("{}", serde_json::to_string_pretty(&answer).unwrap_or_default());
-            ExitCode::SUCCESS
+            Ok(())
         }
         Ok(crate::client::Answer::Text(text)) => {
             println!("{text}");
-            ExitCode::SUCCESS
+            Ok(())
         }
         Ok(crate::client::Answer::Refused { status, body }) => {
-            eprintln!("wecom-zone: call: the service answered HTTP {status}: {body}");
-            ExitCode::from(EXIT_RUNTIME)
+            Err(CliError::Runtime(format!("call: the service answered HTTP {status}: {body}")))
         }
-        Err(error) => {
-            eprintln!("wecom-zone: call: {error}");
-            ExitCode::from(EXIT_RUNTIME)
-        }
+        Err(error) => Err(runtime_error("call")(&error)),
     }
 }

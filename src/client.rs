@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use crate::crypto::{CryptoError, EnvelopeFormat, SealedReply, WxBizMsgCrypt};
-use crate::inbound::unix_now;
+use crate::domain::unix_now;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {

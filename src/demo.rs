@@ -19,6 +19,7 @@ use crate::config::Config;
 use crate::crypto::EnvelopeFormat;
 use crate::keys::write_key_pair;
 use crate::simulator::{Simulator, SimulatorConfig};
+use crate::store::{RecordStore, blocking};
 
 const CORP_ID: &str = "wwdemo00000000001";
 /// How long each step may take before the demo gives up.
@@ -79,7 +80,11 @@ pub async fn run(options: DemoOptions, out: &mut dyn Write) -> Result<DemoReport
     let config_path = write_config(&data_dir, &simulator, &address.to_string())?;
     let config = Config::load(Some(&config_path)).map_err(|e| DemoError::Setup(e.to_string()))?;
     let service = app::start(config).map_err(|e| DemoError::Setup(e.to_string()))?;
-    let store = std::sync::Arc::clone(service.ingestor.store());
+    let store = std::sync::Arc::clone(&service.store);
+    let ingest_status = move || {
+        let store = std::sync::Arc::clone(&store);
+        async move { blocking(move || store.ingest_status(CORP_ID)).await.map_err(|e| step_error("ingest", e)) }
+    };
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let shutdown = async move {
         let _ = stopped.await;
@@ -99,7 +104,7 @@ pub async fn run(options: DemoOptions, out: &mut dyn Write) -> Result<DemoReport
     let bar = progress_bar(options.messages as u64);
     let deadline = Instant::now() + STEP_TIMEOUT;
     loop {
-        let status = store.ingest_status(CORP_ID).map_err(|e| step_error("ingest", e))?;
+        let status = ingest_status().await?;
         bar.set_position(status.stored.max(0) as u64);
         if status.stored >= options.messages as i64 {
             break;
@@ -110,7 +115,7 @@ pub async fn run(options: DemoOptions, out: &mut dyn Write) -> Result<DemoReport
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     bar.finish();
-    let status = store.ingest_status(CORP_ID).map_err(|e| step_error("ingest", e))?;
+    let status = ingest_status().await?;
     let decrypt_failures: i64 = status.failed.iter().map(|(_, count)| count).sum();
     say(
         out,
@@ -211,7 +216,7 @@ pub async fn run(options: DemoOptions, out: &mut dyn Write) -> Result<DemoReport
             ),
         );
         say(out, "press Ctrl-C to stop");
-        crate::http::shutdown_signal().await;
+        crate::background::termination_signal().await;
     }
     let _ = stop.send(());
     let _ = server.await;
@@ -234,7 +239,7 @@ fn progress_bar(total: u64) -> ProgressBar {
 fn fresh_data_dir() -> std::io::Result<PathBuf> {
     let base = std::env::temp_dir();
     for attempt in 0..100u32 {
-        let dir = base.join(format!("wecom-zone-demo-{}-{attempt}", crate::inbound::unix_now()));
+        let dir = base.join(format!("wecom-zone-demo-{}-{attempt}", crate::domain::unix_now()));
         if std::fs::create_dir(&dir).is_ok() {
             return Ok(dir);
         }

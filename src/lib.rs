@@ -4,8 +4,14 @@
 #![forbid(unsafe_code)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
+/// The domain: ids, events and their kinds, ability calls, typed states, the clock, the
+/// dispatcher seam. A leaf: depends on nothing else of ours.
+pub mod domain;
+
 /// The abilities the application calls, and the async job runner.
 pub mod abilities;
+/// One shape for background work: rounds, backoff, idle timer, shutdown.
+pub mod background;
 /// The command line and exit codes.
 pub mod cli;
 /// A client that calls a running service as WeCom would (`call`, `demo`, simulator).
@@ -37,7 +43,7 @@ pub mod xml;
 
 /// Wiring: state from config, run until shutdown.
 pub mod app;
-/// `bench ingest`: the real pipeline against the simulator.
+/// `bench ingest` and `bench front-door`.
 pub mod bench;
 /// Key files for `keygen`.
 pub mod keys;

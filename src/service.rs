@@ -9,9 +9,9 @@ use std::sync::Arc;
 use serde_json::Value;
 
 use crate::abilities::{Abilities, JobRunner};
-use crate::inbound::{AbilityCall, BoxFuture, DeliveryKey, DispatchError, Dispatcher, Event};
+use crate::domain::{AbilityCall, BoxFuture, DeliveryKey, DispatchError, Dispatcher, Event};
 use crate::ingest::PullScheduler;
-use crate::mailbox::{Mailbox, pull_request};
+use crate::mailbox::Mailbox;
 
 pub struct ZoneService {
     scheduler: Arc<PullScheduler>,
@@ -34,19 +34,18 @@ impl ZoneService {
 impl Dispatcher for ZoneService {
     fn accept_event(&self, event: Event, delivery: DeliveryKey) -> BoxFuture<'_, Result<(), DispatchError>> {
         Box::pin(async move {
-            let entry =
-                self.mailbox.keep_event(&event, &delivery).await.map_err(|error| DispatchError(error.to_string()))?;
+            let entry = self
+                .mailbox
+                .keep_event(&event, delivery.as_bytes())
+                .await
+                .map_err(|error| DispatchError(error.to_string()))?;
             let Some(entry) = entry else {
                 tracing::info!("event delivered again after a restart; kept once");
                 return Ok(());
             };
-            let corp_id = match &event {
-                Event::Zone(zone) => &zone.corp_id,
-                Event::Classic { corp_id, .. } => corp_id,
-            };
-            tracing::info!(corp_id, kind = %event_kind(&event), "event kept");
-            if let Some(token) = pull_request(&event) {
-                self.scheduler.trigger(corp_id, token, Some(entry));
+            tracing::info!(corp_id = %event.corp_id(), kind = %event.kind(), "event kept");
+            if let Some(pull) = event.pull_request() {
+                self.scheduler.trigger(event.corp_id(), pull.token, Some(entry));
             }
             Ok(())
         })
@@ -62,13 +61,5 @@ impl Dispatcher for ZoneService {
             tracing::info!(ability_id = %call.ability_id, "async call kept as a job");
             Ok(())
         })
-    }
-}
-
-/// The event type (zone) or `Event`/`MsgType` (classic), for the log: never content.
-fn event_kind(event: &Event) -> &str {
-    match event {
-        Event::Zone(zone) => &zone.event_type,
-        Event::Classic { event, .. } => event.event.as_deref().unwrap_or(&event.msg_type),
     }
 }

@@ -3,39 +3,44 @@
 //! Jobs not yet delivered when the process stops resume at the next start.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use serde_json::{Value, json};
-use tokio::sync::{Notify, watch};
+use tokio::sync::Notify;
 
 use super::Abilities;
-use crate::inbound::{AbilityCall, unix_now};
+use crate::background::{Round, Worker};
+use crate::domain::{AbilityCall, BoxFuture, Clock, DeliveryKey, JobState};
 use crate::mailbox::Mailbox;
-use crate::store::{JOB_PENDING, Job, NewJob, Store, StoreError, blocking};
+use crate::store::{Job, JobStore, NewJob, StoreError, blocking};
 use crate::upstream::UpstreamClient;
 
 pub struct JobRunner {
-    store: Arc<dyn Store>,
+    store: Arc<dyn JobStore>,
     abilities: Arc<Abilities>,
     upstream: UpstreamClient,
     mailbox: Arc<Mailbox>,
-    retry_delay: Duration,
-    wake: Notify,
+    wake: Arc<Notify>,
+    clock: Clock,
 }
 
 impl JobRunner {
     pub fn new(
-        store: Arc<dyn Store>,
+        store: Arc<dyn JobStore>,
         abilities: Arc<Abilities>,
         upstream: UpstreamClient,
         mailbox: Arc<Mailbox>,
-        retry_delay: Duration,
+        clock: Clock,
     ) -> JobRunner {
-        JobRunner { store, abilities, upstream, mailbox, retry_delay, wake: Notify::new() }
+        JobRunner { store, abilities, upstream, mailbox, wake: Arc::new(Notify::new()), clock }
+    }
+
+    /// What wakes the runner: a job was kept.
+    pub fn wake(&self) -> Arc<Notify> {
+        Arc::clone(&self.wake)
     }
 
     /// Keeps the call (once per delivery) and wakes the runner.
-    pub async fn accept(&self, call: &AbilityCall, delivery_key: &[u8]) -> Result<(), StoreError> {
+    pub async fn accept(&self, call: &AbilityCall, delivery: &DeliveryKey) -> Result<(), StoreError> {
         let job = NewJob {
             corp_id: call.corp_id.clone(),
             agent_id: call.agent_id,
@@ -43,42 +48,19 @@ impl JobRunner {
             notify_id: call.notify_id.clone(),
             job_info: call.job_info.clone(),
             request_data: call.request_data.clone(),
-            delivery_key: Some(delivery_key.to_vec()),
+            delivery_key: Some(delivery.as_bytes().to_vec()),
         };
         let store = Arc::clone(&self.store);
-        let inserted = blocking(move || store.job_insert(&job, unix_now())).await?;
+        let now = self.clock.now();
+        let inserted = blocking(move || store.job_insert(&job, now)).await?;
         if inserted.is_some() {
             self.wake.notify_one();
         }
         Ok(())
     }
 
-    /// Runs and delivers jobs until `shutdown`.
-    pub async fn run(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
-        loop {
-            let all_delivered = match self.round().await {
-                Ok(all_delivered) => all_delivered,
-                Err(error) => {
-                    tracing::warn!(%error, "async jobs round failed");
-                    false
-                }
-            };
-            let wait = async {
-                if all_delivered {
-                    self.wake.notified().await;
-                } else {
-                    tokio::time::sleep(self.retry_delay).await;
-                }
-            };
-            tokio::select! {
-                () = wait => {}
-                _ = shutdown.changed() => return,
-            }
-        }
-    }
-
-    /// Runs every pending job and delivers every result; true when nothing is left undelivered.
-    async fn round(&self) -> Result<bool, StoreError> {
+    /// Runs every pending job and delivers every result.
+    async fn run_round(&self) -> Result<Round, StoreError> {
         let store = Arc::clone(&self.store);
         let jobs = blocking(move || store.jobs_unfinished()).await?;
         let mut all_delivered = true;
@@ -87,12 +69,12 @@ impl JobRunner {
                 all_delivered = false;
             }
         }
-        Ok(all_delivered)
+        Ok(if all_delivered { Round::Idle } else { Round::Failed })
     }
 
     async fn run_and_deliver(&self, job: Job) -> Result<bool, StoreError> {
-        let (errcode, result) = match (&job.result, job.state.as_str()) {
-            (Some(result), state) if state != JOB_PENDING => (job.errcode.unwrap_or(0), result.clone()),
+        let (errcode, result) = match (&job.result, job.state) {
+            (Some(result), state) if state != JobState::Pending => (job.errcode.unwrap_or(0), result.clone()),
             _ => self.execute(&job).await?,
         };
         let request = json!({"job_info": job.call.job_info, "errcode": errcode, "result": result});
@@ -105,7 +87,8 @@ impl JobRunner {
             tracing::info!(ability_id = %job.call.ability_id, "async result delivered");
         }
         let store = Arc::clone(&self.store);
-        blocking(move || store.job_delivery_attempt(job.id, delivered, unix_now())).await?;
+        let now = self.clock.now();
+        blocking(move || store.job_delivery_attempt(job.id, delivered, now)).await?;
         Ok(delivered)
     }
 
@@ -124,8 +107,8 @@ impl JobRunner {
         let errcode = output.get("errcode").and_then(Value::as_i64).unwrap_or(0);
         let result = output.to_string();
         let store = Arc::clone(&self.store);
-        let (id, stored_result) = (job.id, result.clone());
-        blocking(move || store.job_set_result(id, errcode, &stored_result, unix_now())).await?;
+        let (id, stored_result, now) = (job.id, result.clone(), self.clock.now());
+        blocking(move || store.job_set_result(id, errcode, &stored_result, now)).await?;
         if let Err(error) = self
             .mailbox
             .keep_async_result(&job.call.corp_id, job.id, &job.call.ability_id, &job.call.job_info, &output)
@@ -134,5 +117,17 @@ impl JobRunner {
             tracing::warn!(%error, "async result not kept in the mailbox");
         }
         Ok((errcode, result))
+    }
+}
+
+/// The runner: runs pending jobs and delivers their results until WeCom accepts them.
+impl Worker for JobRunner {
+    fn round(&self) -> BoxFuture<'_, Round> {
+        Box::pin(async move {
+            self.run_round().await.unwrap_or_else(|error| {
+                tracing::warn!(%error, "async jobs round failed");
+                Round::Failed
+            })
+        })
     }
 }

@@ -16,50 +16,15 @@ use serde_json::{Value, json};
 
 pub use jobs::JobRunner;
 
-use crate::inbound::{AbilityCall, UNKNOWN_ABILITY, unix_now};
+use crate::domain::{Ability, AbilityCall, UNKNOWN_ABILITY, unix_now};
 use crate::mailbox::{Fetched, INVALID_NOTIFY_ID, Mailbox};
-use crate::store::{Store, StoreError};
+use crate::store::{RecordStore, StoreError};
 use crate::upstream::{UpstreamClient, UpstreamError};
 
 /// WeCom's "invalid parameter", used for every input that does not validate.
 pub const INVALID_PARAMETER: i64 = 40058;
 /// WeCom's "system busy, retry".
 const BUSY: i64 = -1;
-
-/// The zone APIs `invoke_<api>` may call when `[abilities] invoke_apis` is not configured.
-pub const DEFAULT_INVOKE_APIS: &[&str] = &[
-    "search_msg",
-    "search_chat",
-    "search_contact_or_customer",
-    "get_group_chat",
-    "get_agree_status_single",
-    "get_agree_status_room",
-    "create_rule",
-    "get_rule_list",
-    "get_rule_detail",
-    "update_rule",
-    "delete_rule",
-    "get_hit_msg_list",
-    "create_sentiment_task",
-    "get_sentiment_result",
-    "create_summary_task",
-    "get_summary_result",
-    "create_customer_tag_task",
-    "get_customer_tag_result",
-    "create_recommend_dialog_task",
-    "get_recommend_dialog_result",
-    "create_ww_model_task",
-    "get_ww_model_result",
-    "create_model_task",
-    "get_model_task_result",
-    "create_program_task",
-    "get_program_task_result",
-    "create_spam_task",
-    "get_spam_result",
-    "create_chatdata_export_job",
-    "get_chatdata_export_job_status",
-    "knowledge_base_list",
-];
 
 /// A failed call, answered as `{"errcode", "errmsg"}`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -98,7 +63,7 @@ impl From<UpstreamError> for AbilityError {
 }
 
 pub struct Abilities {
-    store: Arc<dyn Store>,
+    store: Arc<dyn RecordStore>,
     upstream: UpstreamClient,
     mailbox: Arc<Mailbox>,
     invoke_apis: Vec<String>,
@@ -106,7 +71,7 @@ pub struct Abilities {
 
 impl Abilities {
     pub fn new(
-        store: Arc<dyn Store>,
+        store: Arc<dyn RecordStore>,
         upstream: UpstreamClient,
         mailbox: Arc<Mailbox>,
         invoke_apis: Vec<String>,
@@ -123,23 +88,23 @@ impl Abilities {
     }
 
     async fn dispatch(&self, call: &AbilityCall) -> Result<Value, AbilityError> {
-        match call.ability_id.as_str() {
-            "get_callback_data" => self.get_callback_data(call).await,
-            "list_messages" => records::list_messages(self.store(), call).await,
-            "get_message" => records::get_message(self.store(), call).await,
-            "list_conversations" => records::list_conversations(self.store(), call).await,
-            "ingest_status" => records::ingest_status(self.store(), call).await,
-            id => match id.strip_prefix("invoke_") {
-                Some(api) if self.invoke_apis.iter().any(|allowed| allowed == api) => self.invoke(call, api).await,
-                _ => Err(AbilityError {
-                    errcode: UNKNOWN_ABILITY,
-                    errmsg: format!("unknown ability_id {}", call.ability_id),
-                }),
-            },
+        match call.ability() {
+            Ability::GetCallbackData => self.get_callback_data(call).await,
+            Ability::ListMessages => records::list_messages(self.store(), call).await,
+            Ability::GetMessage => records::get_message(self.store(), call).await,
+            Ability::ListConversations => records::list_conversations(self.store(), call).await,
+            Ability::IngestStatus => records::ingest_status(self.store(), call).await,
+            Ability::Invoke(api) if self.invoke_apis.iter().any(|allowed| allowed == api) => {
+                self.invoke(call, api).await
+            }
+            Ability::Invoke(_) | Ability::Unknown(_) => Err(AbilityError {
+                errcode: UNKNOWN_ABILITY,
+                errmsg: format!("unknown ability_id {}", call.ability_id),
+            }),
         }
     }
 
-    fn store(&self) -> Arc<dyn Store> {
+    fn store(&self) -> Arc<dyn RecordStore> {
         Arc::clone(&self.store)
     }
 

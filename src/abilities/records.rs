@@ -9,8 +9,8 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use super::{AbilityError, age_of, parse_input};
-use crate::inbound::AbilityCall;
-use crate::store::{MessageFilter, Store, StoredRecord, blocking};
+use crate::domain::AbilityCall;
+use crate::store::{MessageFilter, RecordStore, StoredRecord, blocking};
 
 const DEFAULT_LIMIT: u32 = 100;
 const MAX_LIMIT: u32 = 1000;
@@ -30,7 +30,7 @@ struct ListMessagesInput {
     limit: Option<u32>,
 }
 
-pub async fn list_messages(store: Arc<dyn Store>, call: &AbilityCall) -> Result<Value, AbilityError> {
+pub async fn list_messages(store: Arc<dyn RecordStore>, call: &AbilityCall) -> Result<Value, AbilityError> {
     let input: ListMessagesInput = parse_input(&call.request_data)?;
     let limit = checked_limit(input.limit)?;
     if let Some(msgtype) = input.msgtype.filter(|msgtype| !(0..=1000).contains(msgtype)) {
@@ -71,7 +71,7 @@ pub async fn list_messages(store: Arc<dyn Store>, call: &AbilityCall) -> Result<
     }))
 }
 
-pub async fn get_message(store: Arc<dyn Store>, call: &AbilityCall) -> Result<Value, AbilityError> {
+pub async fn get_message(store: Arc<dyn RecordStore>, call: &AbilityCall) -> Result<Value, AbilityError> {
     #[derive(Deserialize)]
     #[serde(deny_unknown_fields)]
     struct Input {
@@ -82,7 +82,7 @@ pub async fn get_message(store: Arc<dyn Store>, call: &AbilityCall) -> Result<Va
         return Err(AbilityError::invalid("invalid field `msgid`: must not be empty"));
     }
     let corp_id = call.corp_id.clone();
-    let msgid = input.msgid.clone();
+    let msgid = input.msgid;
     let record = blocking(move || store.record(&corp_id, &msgid)).await?;
     match record {
         Some(record) => Ok(json!({"errcode": 0, "errmsg": "ok", "message": message_json(&record)})),
@@ -90,7 +90,7 @@ pub async fn get_message(store: Arc<dyn Store>, call: &AbilityCall) -> Result<Va
     }
 }
 
-pub async fn list_conversations(store: Arc<dyn Store>, call: &AbilityCall) -> Result<Value, AbilityError> {
+pub async fn list_conversations(store: Arc<dyn RecordStore>, call: &AbilityCall) -> Result<Value, AbilityError> {
     #[derive(Deserialize)]
     #[serde(deny_unknown_fields)]
     struct Input {
@@ -140,7 +140,7 @@ pub async fn list_conversations(store: Arc<dyn Store>, call: &AbilityCall) -> Re
     )
 }
 
-pub async fn ingest_status(store: Arc<dyn Store>, call: &AbilityCall) -> Result<Value, AbilityError> {
+pub async fn ingest_status(store: Arc<dyn RecordStore>, call: &AbilityCall) -> Result<Value, AbilityError> {
     #[derive(Deserialize)]
     #[serde(deny_unknown_fields)]
     struct Input {}
@@ -149,11 +149,11 @@ pub async fn ingest_status(store: Arc<dyn Store>, call: &AbilityCall) -> Result<
     let status = blocking(move || store.ingest_status(&corp_id)).await?;
     let failed_count: i64 = status.failed.iter().map(|(_, count)| count).sum();
     let failed: Vec<Value> =
-        status.failed.iter().map(|(status, count)| json!({"status": status, "count": count})).collect();
+        status.failed.iter().map(|(status, count)| json!({"status": status.as_str(), "count": count})).collect();
     Ok(json!({
         "errcode": 0,
         "errmsg": "ok",
-        "corpid": call.corp_id,
+        "corpid": call.corp_id.as_str(),
         "cursor": status.cursor.unwrap_or_default(),
         "last_pull_time": status.last_pull_at.unwrap_or(0),
         "stored_count": status.stored,
@@ -169,7 +169,7 @@ pub async fn ingest_status(store: Arc<dyn Store>, call: &AbilityCall) -> Result<
 fn message_json(stored: &StoredRecord) -> Value {
     let record = &stored.record;
     let mut message = Map::new();
-    message.insert("msgid".into(), json!(record.msgid));
+    message.insert("msgid".into(), json!(record.msgid.as_str()));
     message.insert("sender".into(), json!({"type": record.sender_type, "id": record.sender_id}));
     let receivers: Value = serde_json::from_str(&record.receivers).unwrap_or_else(|_| json!([]));
     message.insert("receiver_list".into(), receivers);
@@ -184,7 +184,7 @@ fn message_json(stored: &StoredRecord) -> Value {
     if let Some(secret_key) = &record.secret_key {
         message.insert("secret_key".into(), json!(secret_key));
     }
-    message.insert("decrypt_status".into(), json!(record.decrypt_status));
+    message.insert("decrypt_status".into(), json!(record.decrypt_status.as_str()));
     if let Some(duration) = record.call_duration {
         message.insert("call_duration".into(), json!(duration));
     }

@@ -100,10 +100,7 @@ pub async fn run(seconds: u64, connections: usize, out: &mut dyn Write) -> Resul
     let _ = writeln!(
         out,
         "front-door: GET {:.0} req/s = {:.2} of bare axum; POST {:.0} req/s = {:.2} of bare axum",
-        report.service_get,
-        report.get_ratio,
-        report.service_post,
-        report.post_ratio
+        report.service_get, report.get_ratio, report.service_post, report.post_ratio
     );
     Ok(report)
 }
@@ -115,18 +112,8 @@ fn median(values: &[f64]) -> f64 {
 }
 
 /// `(address, request)` in the order bare GET, service GET, bare POST, service POST.
-fn targets(
-    bare: SocketAddr,
-    service: SocketAddr,
-    get: &Arc<[u8]>,
-    post: &Arc<[u8]>,
-) -> [(SocketAddr, Arc<[u8]>); 4] {
-    [
-        (bare, Arc::clone(get)),
-        (service, Arc::clone(get)),
-        (bare, Arc::clone(post)),
-        (service, Arc::clone(post)),
-    ]
+fn targets(bare: SocketAddr, service: SocketAddr, get: &Arc<[u8]>, post: &Arc<[u8]>) -> [(SocketAddr, Arc<[u8]>); 4] {
+    [(bare, Arc::clone(get)), (service, Arc::clone(get)), (bare, Arc::clone(post)), (service, Arc::clone(post))]
 }
 
 fn service_config(
@@ -205,7 +192,7 @@ fn callback_request(crypto: &WxBizMsgCrypt) -> Vec<u8> {
 }
 
 fn seal(crypto: &WxBizMsgCrypt, plaintext: &str) -> crate::crypto::SealedReply {
-    let timestamp = crate::inbound::unix_now().to_string();
+    let timestamp = crate::domain::unix_now().to_string();
     let nonce = rand::random::<u32>().to_string();
     crypto.seal(rand::random(), plaintext.as_bytes(), CORP_ID.as_bytes(), &timestamp, &nonce)
 }

@@ -20,6 +20,7 @@ use crate::config::Config;
 use crate::crypto::generate_key_pair_pem;
 use crate::metrics::Metrics;
 use crate::simulator::{Simulator, SimulatorConfig};
+use crate::store::{RecordStore, blocking};
 use crate::upstream::UpstreamClient;
 
 const CORP_ID: &str = "wwbench0000000001";
@@ -74,16 +75,23 @@ pub async fn ingest(messages: usize, page_limit: u32, out: &mut dyn Write) -> Re
             summary.inserted, summary.key_failures
         )));
     }
-    for index in (0..messages).step_by((messages / SAMPLE).max(1)) {
-        let expected = simulator.expected(index);
-        let stored = store
-            .record(CORP_ID, &expected.msgid)
-            .map_err(|e| BenchError::Verify(e.to_string()))?
-            .ok_or_else(|| BenchError::Verify(format!("message {index} is missing")))?;
-        if stored.record.secret_key.as_deref() != Some(expected.secret_key.as_str()) {
-            return Err(BenchError::Verify(format!("message {index} has the wrong secret key")));
+    let samples: Vec<_> =
+        (0..messages).step_by((messages / SAMPLE).max(1)).map(|index| simulator.expected(index)).collect();
+    blocking(move || {
+        for (sample, expected) in samples.iter().enumerate() {
+            let stored = store.record(CORP_ID, &expected.msgid)?;
+            let Some(stored) = stored else {
+                return Ok(Err(format!("sampled message {sample} is missing")));
+            };
+            if stored.record.secret_key.as_deref() != Some(expected.secret_key.as_str()) {
+                return Ok(Err(format!("sampled message {sample} has the wrong secret key")));
+            }
         }
-    }
+        Ok(Ok(()))
+    })
+    .await
+    .map_err(|e| BenchError::Verify(e.to_string()))?
+    .map_err(BenchError::Verify)?;
     let report = IngestReport { messages, elapsed, peak_rss_kib: peak_rss_kib() };
     let _ = writeln!(
         out,

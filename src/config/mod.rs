@@ -15,11 +15,47 @@ use std::time::Duration;
 use secrecy::{ExposeSecret, SecretString};
 
 use crate::crypto::{KeyError, KeyRing, RsaPadding, WxBizMsgCrypt, parse_private_key};
+use crate::domain::CorpId;
 
 pub use env::PREFIX as ENV_PREFIX;
 
 /// The default file `serve` and `check-config` read when no `--config` is given.
 pub const DEFAULT_PATH: &str = "config/wecom-zone.toml";
+
+/// The zone APIs `invoke_<api>` may call when `[abilities] invoke_apis` is not configured.
+pub const DEFAULT_INVOKE_APIS: &[&str] = &[
+    "search_msg",
+    "search_chat",
+    "search_contact_or_customer",
+    "get_group_chat",
+    "get_agree_status_single",
+    "get_agree_status_room",
+    "create_rule",
+    "get_rule_list",
+    "get_rule_detail",
+    "update_rule",
+    "delete_rule",
+    "get_hit_msg_list",
+    "create_sentiment_task",
+    "get_sentiment_result",
+    "create_summary_task",
+    "get_summary_result",
+    "create_customer_tag_task",
+    "get_customer_tag_result",
+    "create_recommend_dialog_task",
+    "get_recommend_dialog_result",
+    "create_ww_model_task",
+    "get_ww_model_result",
+    "create_model_task",
+    "get_model_task_result",
+    "create_program_task",
+    "get_program_task_result",
+    "create_spam_task",
+    "get_spam_result",
+    "create_chatdata_export_job",
+    "get_chatdata_export_job_status",
+    "knowledge_base_list",
+];
 
 /// A problem that stops the service from starting. Messages name the key and never the value
 /// of a secret.
@@ -50,6 +86,7 @@ pub struct Config {
     pub log: LogConfig,
     pub ingest: IngestConfig,
     pub abilities: AbilitiesConfig,
+    pub background: BackgroundConfig,
     pub corps: Vec<CorpConfig>,
     /// The file the configuration was read from, if any.
     pub source: Option<PathBuf>,
@@ -107,6 +144,30 @@ pub struct MailboxConfig {
     pub max_answer_bytes: usize,
 }
 
+/// Pacing of the background workers (pullers, notifier, job runner), derived from `[upstream]`.
+#[derive(Debug, Clone, Copy)]
+pub struct BackgroundConfig {
+    /// First backoff ceiling after a failed round: `upstream.retry_max_ms`, at least 100 ms
+    /// (a round has already spent the upstream retries).
+    pub retry_base: Duration,
+    /// Backoff cap: one minute, or `retry_base` if that is longer.
+    pub retry_max: Duration,
+    /// An idle worker that nobody wakes runs a round this often anyway (pullers use
+    /// `ingest.poll_interval_s` instead).
+    pub idle_poll: Duration,
+}
+
+impl BackgroundConfig {
+    fn from_upstream(upstream: &UpstreamConfig) -> BackgroundConfig {
+        let retry_base = upstream.retry_max.max(Duration::from_millis(100));
+        BackgroundConfig {
+            retry_base,
+            retry_max: retry_base.max(Duration::from_secs(60)),
+            idle_poll: Duration::from_secs(60),
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct AbilitiesConfig {
     /// The zone APIs `invoke_<api>` may call.
@@ -129,7 +190,7 @@ pub struct LogConfig {
 /// One corporation served by this deployment.
 #[derive(Debug, Clone)]
 pub struct CorpConfig {
-    pub corp_id: String,
+    pub corp_id: CorpId,
     pub agent_id: Option<i64>,
     /// The app secret for `gettoken`.
     pub secret: Secret,

@@ -9,11 +9,12 @@ use std::time::Duration;
 use secrecy::SecretString;
 
 use crate::crypto::RsaPadding;
+use crate::domain::CorpId;
 use serde::{Deserialize, Deserializer, de::Error as _};
 
 use super::{
-    AbilitiesConfig, Config, ConfigError, CorpConfig, IngestConfig, LogConfig, LogFormat, MailboxConfig,
-    PrivateKeyConfig, Secret, ServerConfig, StorageConfig, UpstreamConfig, validate_corps,
+    AbilitiesConfig, BackgroundConfig, Config, ConfigError, CorpConfig, IngestConfig, LogConfig, LogFormat,
+    MailboxConfig, PrivateKeyConfig, Secret, ServerConfig, StorageConfig, UpstreamConfig, validate_corps,
 };
 
 #[derive(Deserialize, Default)]
@@ -165,9 +166,7 @@ struct RawAbilities {
 
 impl Default for RawAbilities {
     fn default() -> Self {
-        RawAbilities {
-            invoke_apis: crate::abilities::DEFAULT_INVOKE_APIS.iter().map(|api| (*api).to_owned()).collect(),
-        }
+        RawAbilities { invoke_apis: super::DEFAULT_INVOKE_APIS.iter().map(|api| (*api).to_owned()).collect() }
     }
 }
 
@@ -237,11 +236,13 @@ impl RawConfig {
             .collect::<Result<Vec<_>, _>>()?;
         let ingest = self.ingest.validate()?;
         validate_corps(&corps, ingest.rsa_padding)?;
+        let upstream = self.upstream.validate()?;
         Ok(Config {
             ingest,
             server: self.server.validate()?,
             storage: StorageConfig { path: self.storage.path },
-            upstream: self.upstream.validate()?,
+            background: BackgroundConfig::from_upstream(&upstream),
+            upstream,
             mailbox: self.mailbox.validate()?,
             abilities: AbilitiesConfig { invoke_apis: self.abilities.invoke_apis },
             log: self.log.validate()?,
@@ -341,7 +342,7 @@ impl RawCorp {
             })
             .collect::<Result<Vec<_>, ConfigError>>()?;
         Ok(CorpConfig {
-            corp_id: self.corp_id.trim().to_owned(),
+            corp_id: CorpId::from(self.corp_id.trim()),
             agent_id: self.agent_id,
             secret,
             token,

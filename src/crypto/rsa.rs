@@ -22,6 +22,8 @@ use aws_lc_rs::rsa::{
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 
+use crate::domain::DecryptStatus;
+
 const KEY_BITS: usize = 2048;
 const KEY_BYTES: usize = KEY_BITS / 8;
 
@@ -61,13 +63,13 @@ pub enum SecretKeyError {
 
 impl SecretKeyError {
     /// The status stored with the record.
-    pub fn status(&self) -> &'static str {
+    pub fn status(&self) -> DecryptStatus {
         match self {
-            SecretKeyError::UnknownKeyVersion => "unknown_key_version",
-            SecretKeyError::Missing => "missing",
-            SecretKeyError::BadBase64 => "bad_base64",
-            SecretKeyError::BadCiphertext => "bad_ciphertext",
-            SecretKeyError::NotUtf8 => "not_utf8",
+            SecretKeyError::UnknownKeyVersion => DecryptStatus::UnknownKeyVersion,
+            SecretKeyError::Missing => DecryptStatus::Missing,
+            SecretKeyError::BadBase64 => DecryptStatus::BadBase64,
+            SecretKeyError::BadCiphertext => DecryptStatus::BadCiphertext,
+            SecretKeyError::NotUtf8 => DecryptStatus::NotUtf8,
         }
     }
 }

@@ -30,6 +30,10 @@ pub enum ApiError {
     BodyUnreadable,
     #[error("no such route")]
     NotFound,
+    #[error("the request took too long")]
+    Timeout,
+    #[error("storage is not available")]
+    NotReady,
 }
 
 impl ApiError {
@@ -38,6 +42,8 @@ impl ApiError {
             ApiError::BodyTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, CONTENT_TOO_LARGE),
             ApiError::BodyUnreadable => (StatusCode::BAD_REQUEST, PARSE_ERROR),
             ApiError::NotFound => (StatusCode::NOT_FOUND, 404),
+            ApiError::Timeout => (StatusCode::REQUEST_TIMEOUT, SYSTEM_BUSY),
+            ApiError::NotReady => (StatusCode::SERVICE_UNAVAILABLE, SYSTEM_BUSY),
             ApiError::Inbound(error) => inbound_status(error),
         }
     }
@@ -69,7 +75,9 @@ impl IntoResponse for ApiError {
         let (status, errcode) = self.status_and_code();
         // 5xx details are for the log, not for the caller.
         let errmsg = if status.is_server_error() {
-            tracing::error!(error = %self, "request failed");
+            if status == StatusCode::INTERNAL_SERVER_ERROR {
+                tracing::error!(error = %self, "request failed");
+            }
             "internal error, retry later".to_owned()
         } else {
             tracing::debug!(error = %self, status = status.as_u16(), "request refused");

@@ -1,12 +1,11 @@
 //! What is inside a decrypted callback: a classic XML event or a zone request (JSON), decoded
-//! into typed values. Unknown events are kept raw rather than rejected, because WeCom adds
-//! event types over time and a zone program that refuses them loses data.
-
-use std::fmt;
+//! into the domain's typed values. Unknown events are kept raw rather than rejected, because WeCom
+//! adds event types over time and a zone program that refuses them loses data.
 
 use serde::Deserialize;
 use serde_json::Value;
 
+use crate::domain::{AbilityCall, ClassicEvent, ClassicEventKind, KnowledgeBaseChange, ZoneEvent, ZoneEventKind};
 use crate::xml;
 
 /// A decoded, authenticated callback.
@@ -36,125 +35,13 @@ pub enum DecodeError {
 
 /// A classic XML event. `fields` keeps every top-level element, so nothing WeCom sent is lost;
 /// it may contain message content and must not be logged.
-#[derive(Clone, PartialEq, Eq)]
-pub struct ClassicEvent {
-    pub to_user_name: String,
-    pub create_time: Option<i64>,
-    pub msg_type: String,
-    pub event: Option<String>,
-    pub kind: ClassicEventKind,
-    pub fields: Vec<(String, String)>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ClassicEventKind {
-    /// New classic archive data: start a pull.
-    MsgauditNotify { agent_id: Option<String> },
-    /// A notify id issued for this corp's app.
-    ProgramNotify { notify_id: String, notify_scene: Option<i64> },
-    /// `change_external_contact`, including `msg_audit_approved`.
-    ChangeExternalContact { change_type: String, user_id: String, external_user_id: String },
-    /// `change_contact` (member or department changes).
-    ChangeContact { change_type: String, user_id: String },
-    /// Any other event or message, kept in `fields`.
-    Other,
-}
-
-/// A WeCom zone event (`call_type` 2): `event_type`, `timestamp` and one payload object.
-#[derive(Clone, PartialEq)]
-pub struct ZoneEvent {
-    pub corp_id: String,
-    pub agent_id: i64,
-    pub event_type: String,
-    pub timestamp: i64,
-    pub kind: ZoneEventKind,
-    /// The event JSON as received.
-    pub raw: Value,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ZoneEventKind {
-    ConversationNewMessage {
-        token: String,
-    },
-    HitKeyword {
-        token: String,
-    },
-    AuditApprovedSingle {
-        userid: String,
-        external_userid: String,
-    },
-    AuditApprovedRoom {
-        external_userid: String,
-        chatid: String,
-    },
-    KnowledgeBase {
-        change: KnowledgeBaseChange,
-        knowledge_base_id: String,
-        knowledge_base_name: String,
-    },
-    KnowledgeBaseLearnDone {
-        knowledge_base_id: String,
-        knowledge_base_name: String,
-        doc_id: i64,
-        learn_status: i64,
-    },
-    ExportFinished {
-        jobid: String,
-    },
-    /// An event type this version does not know, or a known one without its payload object.
-    Unknown,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum KnowledgeBaseChange {
-    Authorised,
-    Unauthorised,
-    Deleted,
-}
-
-/// An application's call of one of our abilities (`call_type` 1).
-#[derive(Clone, PartialEq, Eq)]
-pub struct AbilityCall {
-    pub corp_id: String,
-    pub agent_id: i64,
-    pub ability_id: String,
-    pub notify_id: String,
-    pub job_info: String,
-    pub is_async: bool,
-    /// The application's `request_data`, a JSON document as text (not parsed here).
-    pub request_data: String,
-}
-
-// Debug impls name the kind of value and never its content.
-impl fmt::Debug for ClassicEvent {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "ClassicEvent {{ msg_type: {:?}, event: {:?}, kind: {:?} }}", self.msg_type, self.event, self.kind)
-    }
-}
-
-impl fmt::Debug for ZoneEvent {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "ZoneEvent {{ corp_id: {:?}, event_type: {:?} }}", self.corp_id, self.event_type)
-    }
-}
-
-impl fmt::Debug for AbilityCall {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "AbilityCall {{ ability_id: {:?}, is_async: {} }}", self.ability_id, self.is_async)
-    }
-}
-
 impl Inbound {
-    /// A short label for logs and metrics: the event or ability name, never content.
-    pub fn label(&self) -> String {
+    /// A short label for logs and metrics, from a bounded set: never content, never caller input.
+    pub fn label(&self) -> &'static str {
         match self {
-            Inbound::Classic(event) => match &event.event {
-                Some(name) => format!("classic:{name}"),
-                None => format!("classic:{}", event.msg_type),
-            },
-            Inbound::ZoneEvent(event) => format!("zone:{}", event.event_type),
-            Inbound::Ability(call) => format!("ability:{}", call.ability_id),
+            Inbound::Classic(event) => event.event_kind().label(),
+            Inbound::ZoneEvent(event) => event.event_kind().label(),
+            Inbound::Ability(call) => call.ability().label(),
         }
     }
 }
@@ -235,10 +122,10 @@ fn decode_zone_request(text: &str) -> Result<Inbound, DecodeError> {
     };
     match call_type {
         1 => Ok(Inbound::Ability(AbilityCall {
-            corp_id: raw.corpid,
+            corp_id: raw.corpid.into(),
             agent_id,
             ability_id: raw.ability_id,
-            notify_id: raw.notify_id,
+            notify_id: raw.notify_id.into(),
             job_info: raw.job_info,
             is_async: truthy(&raw.is_async),
             request_data: data,
@@ -253,7 +140,7 @@ fn decode_zone_event(corp_id: String, agent_id: i64, data: &str) -> Result<ZoneE
     let event_type = raw.get("event_type").and_then(Value::as_str).ok_or(DecodeError::InvalidEventData)?.to_owned();
     let timestamp = raw.get("timestamp").and_then(integer).unwrap_or(0);
     let kind = zone_event_kind(&event_type, &raw);
-    Ok(ZoneEvent { corp_id, agent_id, event_type, timestamp, kind, raw })
+    Ok(ZoneEvent { corp_id: corp_id.into(), agent_id, event_type, timestamp, kind, raw })
 }
 
 fn zone_event_kind(event_type: &str, raw: &Value) -> ZoneEventKind {

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use sha1::{Digest, Sha1};
 
-pub use super::dispatch::DeliveryKey;
+use crate::domain::DeliveryKey;
 
 /// Bounded in time (`window`) and in size (`capacity`, oldest forgotten first).
 pub struct DeliveryLog {
@@ -34,7 +34,7 @@ impl DeliveryLog {
         hasher.update(corp_id.as_bytes());
         hasher.update([0u8]);
         hasher.update(encrypt.as_bytes());
-        hasher.finalize().into()
+        DeliveryKey(hasher.finalize().into())
     }
 
     /// Records the delivery; returns false when it was already recorded (a duplicate).

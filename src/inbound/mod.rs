@@ -8,22 +8,18 @@
 
 mod decode;
 mod dedup;
-mod dispatch;
 mod query;
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use crate::config::{Config, CorpConfig};
 use crate::crypto::{CryptoError, Envelope, EnvelopeFormat, SealedReply, WxBizMsgCrypt};
+use crate::domain::{AbilityCall, Clock, CorpId, DeliveryKey, DispatchError, Dispatcher, Event};
 use crate::metrics::Metrics;
 
-pub use decode::{
-    AbilityCall, ClassicEvent, ClassicEventKind, DecodeError, Inbound, KnowledgeBaseChange, ZoneEvent, ZoneEventKind,
-    decode,
-};
+pub use decode::{DecodeError, Inbound, decode};
 pub use dedup::DeliveryLog;
-pub use dispatch::{BoxFuture, DeliveryKey, DispatchError, Dispatcher, Event, UNKNOWN_ABILITY, unknown_ability};
 pub use query::CallbackQuery;
 
 /// How many deliveries the duplicate filter remembers at most.
@@ -41,7 +37,7 @@ pub enum InboundError {
     #[error("unknown corp {0}")]
     UnknownCorp(String),
     #[error("request names corp {named} but was addressed to {addressed}")]
-    CorpMismatch { named: String, addressed: String },
+    CorpMismatch { named: String, addressed: CorpId },
     #[error("{0}")]
     Decode(#[from] DecodeError),
     #[error("{0}")]
@@ -68,10 +64,16 @@ pub struct FrontDoor {
     deliveries: DeliveryLog,
     dispatcher: Arc<dyn Dispatcher>,
     metrics: Arc<Metrics>,
+    clock: Clock,
 }
 
 impl FrontDoor {
-    pub fn new(config: &Config, dispatcher: Arc<dyn Dispatcher>, metrics: Arc<Metrics>) -> Result<Self, CryptoError> {
+    pub fn new(
+        config: &Config,
+        dispatcher: Arc<dyn Dispatcher>,
+        metrics: Arc<Metrics>,
+        clock: Clock,
+    ) -> Result<Self, CryptoError> {
         let corps = config
             .corps
             .iter()
@@ -83,6 +85,7 @@ impl FrontDoor {
             deliveries: DeliveryLog::new(config.server.duplicate_window, DELIVERY_LOG_CAPACITY),
             dispatcher,
             metrics,
+            clock,
         })
     }
 
@@ -117,60 +120,60 @@ impl FrontDoor {
         &self,
         corp: &CorpEndpoint,
         inbound: Inbound,
-        delivery: dedup::DeliveryKey,
+        delivery: DeliveryKey,
         format: EnvelopeFormat,
     ) -> Result<Reply, InboundError> {
         let label = inbound.label();
-        match inbound {
-            Inbound::Classic(event) => {
-                let corp_id = corp.config.corp_id.clone();
-                self.accept_once(
-                    delivery,
-                    &label,
-                    self.dispatcher.accept_event(Event::Classic { corp_id, event }, delivery),
-                )
-                .await?;
-                Ok(Reply::Text(b"success".to_vec()))
-            }
+        let event = match inbound {
+            Inbound::Ability(call) => return self.handle_call(corp, call, delivery, format, label).await,
+            Inbound::Classic(event) => Event::Classic { corp_id: corp.config.corp_id.clone(), event },
             Inbound::ZoneEvent(mut event) => {
                 claim_corp(&corp.config, &mut event.corp_id)?;
-                self.accept_once(delivery, &label, self.dispatcher.accept_event(Event::Zone(event), delivery)).await?;
-                Ok(self.seal(corp, &serde_json::json!({"errcode": 0, "errmsg": "ok"}), format))
+                Event::Zone(event)
             }
-            Inbound::Ability(mut call) if call.is_async => {
-                claim_corp(&corp.config, &mut call.corp_id)?;
-                self.accept_once(delivery, &label, self.dispatcher.accept_async_call(call, delivery)).await?;
-                Ok(self.seal(corp, &serde_json::json!({"errcode": 0, "errmsg": "ok"}), format))
-            }
-            Inbound::Ability(mut call) => {
-                claim_corp(&corp.config, &mut call.corp_id)?;
-                // Synchronous calls are not deduplicated: a repeated call is answered again.
-                self.metrics.inbound(&label);
-                let output = self.dispatcher.call_ability(call).await;
-                Ok(self.seal(corp, &output, format))
-            }
+        };
+        let reply = match &event {
+            Event::Classic { .. } => Reply::Text(b"success".to_vec()),
+            Event::Zone(_) => self.seal(corp, &ok_output(), format),
+        };
+        if let Some(accepted) = self.first_delivery(delivery, label) {
+            accepted.finish(self.dispatcher.accept_event(event, delivery).await)?;
         }
+        Ok(reply)
     }
 
-    /// Runs `accept` for the first delivery of `delivery` only; a failure forgets the delivery so
-    /// that WeCom's retry is processed.
-    async fn accept_once(
+    async fn handle_call(
         &self,
-        delivery: dedup::DeliveryKey,
-        label: &str,
-        accept: BoxFuture<'_, Result<(), DispatchError>>,
-    ) -> Result<(), InboundError> {
+        corp: &CorpEndpoint,
+        mut call: AbilityCall,
+        delivery: DeliveryKey,
+        format: EnvelopeFormat,
+        label: &'static str,
+    ) -> Result<Reply, InboundError> {
+        claim_corp(&corp.config, &mut call.corp_id)?;
+        if !call.is_async {
+            // Synchronous calls are not deduplicated: a repeated call is answered again.
+            self.metrics.inbound(label);
+            let output = self.dispatcher.call_ability(call).await;
+            return Ok(self.seal(corp, &output, format));
+        }
+        if let Some(accepted) = self.first_delivery(delivery, label) {
+            accepted.finish(self.dispatcher.accept_async_call(call, delivery).await)?;
+        }
+        Ok(self.seal(corp, &ok_output(), format))
+    }
+
+    /// Marks `delivery` seen. `None` for a duplicate, acknowledged without processing; otherwise a
+    /// guard that forgets the mark unless the delivery's work finishes, so WeCom's retry of a
+    /// delivery that failed (or whose request was cancelled) is processed.
+    fn first_delivery(&self, delivery: DeliveryKey, label: &'static str) -> Option<Accepted<'_>> {
         if !self.deliveries.first_delivery(delivery) {
             self.metrics.duplicate_delivery();
-            tracing::info!(kind = label, "duplicate delivery acknowledged, not processed again");
-            return Ok(());
+            tracing::debug!(kind = label, "duplicate delivery acknowledged, not processed again");
+            return None;
         }
         self.metrics.inbound(label);
-        if let Err(error) = accept.await {
-            self.deliveries.forget(&delivery);
-            return Err(error.into());
-        }
-        Ok(())
+        Some(Accepted { deliveries: &self.deliveries, delivery, finished: false })
     }
 
     /// The corp named by the path, else by `ToUserName` (a corp id or an extra ReceiveId), else
@@ -235,7 +238,7 @@ impl FrontDoor {
     fn check_clock_skew(&self, timestamp: &str) -> Result<(), InboundError> {
         let Some(max_skew) = self.max_clock_skew else { return Ok(()) };
         let sent: i64 = timestamp.trim().parse().map_err(|_| InboundError::StaleTimestamp)?;
-        let skew = unix_now().abs_diff(sent);
+        let skew = self.clock.now().abs_diff(sent);
         if skew > max_skew.as_secs() {
             self.metrics.decrypt_failure("stale_timestamp");
             return Err(InboundError::StaleTimestamp);
@@ -244,7 +247,7 @@ impl FrontDoor {
     }
 
     fn seal(&self, corp: &CorpEndpoint, output: &serde_json::Value, format: EnvelopeFormat) -> Reply {
-        let timestamp = unix_now().to_string();
+        let timestamp = self.clock.now().to_string();
         let nonce = rand::random::<u32>().to_string();
         let reply = corp.crypto.seal(
             rand::random(),
@@ -257,17 +260,41 @@ impl FrontDoor {
     }
 }
 
+/// The mark of a delivery being processed; dropped unfinished (an error, or the request's future
+/// cancelled by a timeout or a disconnect), it forgets the delivery.
+struct Accepted<'a> {
+    deliveries: &'a DeliveryLog,
+    delivery: DeliveryKey,
+    finished: bool,
+}
+
+impl Accepted<'_> {
+    fn finish(mut self, outcome: Result<(), DispatchError>) -> Result<(), InboundError> {
+        outcome?;
+        self.finished = true;
+        Ok(())
+    }
+}
+
+impl Drop for Accepted<'_> {
+    fn drop(&mut self) {
+        if !self.finished {
+            self.deliveries.forget(&self.delivery);
+        }
+    }
+}
+
+fn ok_output() -> serde_json::Value {
+    serde_json::json!({"errcode": 0, "errmsg": "ok"})
+}
+
 /// A zone request names its corp; it must be the corp the envelope was addressed to (or left
 /// empty). Afterwards it names that corp's id, whatever alias the sender used.
-fn claim_corp(corp: &CorpConfig, named: &mut String) -> Result<(), InboundError> {
+fn claim_corp(corp: &CorpConfig, named: &mut CorpId) -> Result<(), InboundError> {
     if named.is_empty() || *named == corp.corp_id || corp.accepts_receive_id(named.as_bytes()) {
         named.clone_from(&corp.corp_id);
         Ok(())
     } else {
-        Err(InboundError::CorpMismatch { named: named.clone(), addressed: corp.corp_id.clone() })
+        Err(InboundError::CorpMismatch { named: named.to_string(), addressed: corp.corp_id.clone() })
     }
-}
-
-pub fn unix_now() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |elapsed| i64::try_from(elapsed.as_secs()).unwrap_or(0))
 }

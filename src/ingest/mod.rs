@@ -15,13 +15,13 @@ use std::sync::Arc;
 use serde_json::value::RawValue;
 use tokio::sync::{mpsc, oneshot};
 
-pub use records::{STATUS_MALFORMED, to_record};
-pub use scheduler::{PullListener, PullScheduler, Schedule};
+pub use records::to_record;
+pub use scheduler::{PullListener, PullScheduler};
 
 use crate::crypto::{KeyRing, SecretKeyError};
-use crate::inbound::unix_now;
+use crate::domain::{CorpId, DecryptStatus, unix_now};
 use crate::metrics::Metrics;
-use crate::store::{NewRecord, PageCommit, Store, StoreError, blocking};
+use crate::store::{NewRecord, PageCommit, RecordStore, StoreError, blocking};
 use crate::upstream::{SyncMsgRequest, SyncMsgResponse, UpstreamClient, UpstreamError};
 
 /// Records recovered per batch when a key version appears.
@@ -70,9 +70,9 @@ struct PendingPage {
 const PAGES_IN_FLIGHT: usize = 2;
 
 pub struct Ingestor {
-    store: Arc<dyn Store>,
+    store: Arc<dyn RecordStore>,
     upstream: UpstreamClient,
-    rings: HashMap<String, Arc<KeyRing>>,
+    rings: HashMap<CorpId, Arc<KeyRing>>,
     pool: Arc<rayon::ThreadPool>,
     page_limit: u32,
     metrics: Arc<Metrics>,
@@ -80,9 +80,9 @@ pub struct Ingestor {
 
 impl Ingestor {
     pub fn new(
-        store: Arc<dyn Store>,
+        store: Arc<dyn RecordStore>,
         upstream: UpstreamClient,
-        rings: HashMap<String, Arc<KeyRing>>,
+        rings: HashMap<CorpId, Arc<KeyRing>>,
         pool: Arc<rayon::ThreadPool>,
         page_limit: u32,
         metrics: Arc<Metrics>,
@@ -90,7 +90,7 @@ impl Ingestor {
         Ingestor { store, upstream, rings, pool, page_limit, metrics }
     }
 
-    pub fn store(&self) -> &Arc<dyn Store> {
+    pub fn store(&self) -> &Arc<dyn RecordStore> {
         &self.store
     }
 
@@ -199,7 +199,7 @@ impl Ingestor {
                 blocking(move || store.commit_page(&commit).map(|outcome| (outcome, commit))).await?;
             self.metrics.page_committed(corp_id, outcome.inserted, outcome.duplicates);
             for (error, version) in &key_failures {
-                self.metrics.secret_key_failure(corp_id, error.status(), *version);
+                self.metrics.secret_key_failure(corp_id, error.status().as_str(), *version);
             }
             summary.pages += 1;
             summary.inserted += outcome.inserted;
@@ -233,7 +233,7 @@ impl Ingestor {
                 let (done_tx, done_rx) = oneshot::channel();
                 self.pool.spawn(move || {
                     use rayon::prelude::*;
-                    let updates: Vec<(i64, Result<String, &'static str>)> = pending
+                    let updates: Vec<(i64, Result<String, DecryptStatus>)> = pending
                         .par_iter()
                         .map(|row| {
                             let outcome = ring.decrypt_secret_key(version, &row.encrypted_secret_key);

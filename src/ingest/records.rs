@@ -5,12 +5,9 @@ use serde_json::value::RawValue;
 use sha1::{Digest, Sha1};
 
 use crate::crypto::{KeyRing, SecretKeyError};
-use crate::store::{NewRecord, STATUS_OK};
+use crate::domain::{DecryptStatus, MsgId};
+use crate::store::NewRecord;
 use crate::upstream::SyncMsgItem;
-
-/// Status of an item that is not a message object at all; kept raw under a synthetic msgid so it
-/// is never lost and never stored twice.
-pub const STATUS_MALFORMED: &str = "malformed";
 
 /// The record and, when the key could not be decrypted, why.
 pub fn to_record(raw: &RawValue, ring: &KeyRing) -> (NewRecord, Option<SecretKeyError>) {
@@ -24,7 +21,7 @@ pub fn to_record(raw: &RawValue, ring: &KeyRing) -> (NewRecord, Option<SecretKey
         _ => Err(SecretKeyError::Missing),
     };
     let (secret_key, decrypt_status, failure) = match outcome {
-        Ok(secret_key) => (Some(secret_key), STATUS_OK, None),
+        Ok(secret_key) => (Some(secret_key), DecryptStatus::Ok, None),
         Err(error) => (None, error.status(), Some(error)),
     };
     let receivers = serde_json::to_string(
@@ -47,7 +44,7 @@ pub fn to_record(raw: &RawValue, ring: &KeyRing) -> (NewRecord, Option<SecretKey
         }
     };
     let record = NewRecord {
-        msgid: item.msgid,
+        msgid: MsgId::from(item.msgid),
         sender_type: item.sender.kind,
         sender_id: item.sender.id,
         receivers,
@@ -65,6 +62,8 @@ pub fn to_record(raw: &RawValue, ring: &KeyRing) -> (NewRecord, Option<SecretKey
     (record, failure)
 }
 
+/// An item that is not a message object at all: kept raw under a synthetic msgid, so it is never
+/// lost and never stored twice.
 fn malformed(raw: &str) -> NewRecord {
     let digest: [u8; 20] = Sha1::digest(raw.as_bytes()).into();
     let msgid = digest.iter().fold(String::from("malformed:"), |mut out, byte| {
@@ -72,7 +71,7 @@ fn malformed(raw: &str) -> NewRecord {
         out
     });
     NewRecord {
-        msgid,
+        msgid: MsgId::from(msgid),
         sender_type: 0,
         sender_id: String::new(),
         receivers: "[]".to_owned(),
@@ -83,7 +82,7 @@ fn malformed(raw: &str) -> NewRecord {
         public_key_ver: None,
         encrypted_secret_key: None,
         secret_key: None,
-        decrypt_status: STATUS_MALFORMED,
+        decrypt_status: DecryptStatus::Malformed,
         call_duration: None,
         raw: raw.to_owned(),
     }

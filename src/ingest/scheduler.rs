@@ -1,81 +1,90 @@
-//! When to pull: one loop per corp, started at start-up (key recovery, then a catch-up pull), woken
-//! by events (`conversation_new_message`, `msgaudit_notify`) and by a periodic safety poll.
+//! When to pull: one background worker per corp (see `background`), which recovers keys and
+//! catches up at start-up, then pulls when woken by events (`conversation_new_message`,
+//! `msgaudit_notify`) and on a periodic safety poll.
 //!
 //! One pull runs at a time per corp. Triggers that arrive during a pull coalesce into exactly one
 //! more pull (a `Notify` holds at most one permit), which starts from the cursor the first pull
-//! committed. A failed pull is retried after a delay; nothing is skipped, because the cursor only
+//! committed. A failed pull is retried with backoff; nothing is skipped, because the cursor only
 //! moves with committed pages.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
-use tokio::sync::{Notify, watch};
+use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
 use super::{Ingestor, PullSummary};
+use crate::background::{self, Pace, Round, Shutdown, Worker};
+use crate::domain::{BoxFuture, CorpId};
 use crate::metrics::Metrics;
+use crate::store::blocking;
+
+/// Told when a pull succeeded, with the mailbox entries that were waiting for it; also asked, at
+/// start-up, which entries were still waiting when the process stopped. Both block (storage):
+/// the scheduler calls them through `store::blocking`.
+pub trait PullListener: Send + Sync + 'static {
+    fn pull_finished(&self, corp_id: &CorpId, entries: &[i64]);
+    fn awaiting_pull(&self, corp_id: &CorpId) -> Vec<i64>;
+}
 
 struct Trigger {
-    wake: Notify,
+    wake: Arc<Notify>,
     /// The newest `conversation_new_message` token, used by the next pull (valid 10 minutes).
     token: Mutex<Option<String>>,
     /// Mailbox entries waiting for the next successful pull's summary.
     waiting: Mutex<Vec<i64>>,
 }
 
-/// Told when a pull succeeded, with the mailbox entries that were waiting for it.
-pub trait PullListener: Send + Sync + 'static {
-    fn pull_finished(&self, corp_id: &str, entries: &[i64]);
-}
-
 pub struct PullScheduler {
-    triggers: HashMap<String, Arc<Trigger>>,
+    triggers: HashMap<CorpId, Arc<Trigger>>,
 }
 
-/// Timing of the per-corp loops.
-#[derive(Debug, Clone, Copy)]
-pub struct Schedule {
-    pub poll_interval: Option<Duration>,
-    pub retry_delay: Duration,
+/// One corp's puller: a background worker.
+struct CorpPuller {
+    ingestor: Arc<Ingestor>,
+    corp_id: CorpId,
+    trigger: Arc<Trigger>,
+    listener: Arc<dyn PullListener>,
+    metrics: Arc<Metrics>,
+    started: AtomicBool,
 }
 
 impl PullScheduler {
-    /// Spawns one loop per corp; they stop when `shutdown` becomes true.
-    /// `corps` are `(corp_id, mailbox entries already waiting for a pull)`.
+    /// Spawns one worker per corp; they stop at `shutdown`.
     pub fn start(
         ingestor: Arc<Ingestor>,
-        corps: Vec<(String, Vec<i64>)>,
-        schedule: Schedule,
+        corps: &[CorpId],
+        pace: Pace,
         listener: Arc<dyn PullListener>,
         metrics: Arc<Metrics>,
-        shutdown: watch::Receiver<bool>,
+        shutdown: &Shutdown,
     ) -> (Arc<PullScheduler>, Vec<JoinHandle<()>>) {
         let mut triggers = HashMap::new();
         let mut tasks = Vec::new();
-        for (corp_id, waiting) in &corps {
+        for corp_id in corps {
             let trigger = Arc::new(Trigger {
-                wake: Notify::new(),
+                wake: Arc::new(Notify::new()),
                 token: Mutex::new(None),
-                waiting: Mutex::new(waiting.clone()),
+                waiting: Mutex::new(Vec::new()),
             });
             triggers.insert(corp_id.clone(), Arc::clone(&trigger));
-            tasks.push(tokio::spawn(run_corp(
-                Arc::clone(&ingestor),
-                corp_id.clone(),
-                trigger,
-                schedule,
-                Arc::clone(&listener),
-                Arc::clone(&metrics),
-                shutdown.clone(),
-            )));
+            let puller = CorpPuller {
+                ingestor: Arc::clone(&ingestor),
+                corp_id: corp_id.clone(),
+                trigger: Arc::clone(&trigger),
+                listener: Arc::clone(&listener),
+                metrics: Arc::clone(&metrics),
+                started: AtomicBool::new(false),
+            };
+            tasks.push(background::spawn(Arc::new(puller), Arc::clone(&trigger.wake), pace, shutdown.clone()));
         }
         (Arc::new(PullScheduler { triggers }), tasks)
     }
 
     /// Asks for a pull of `corp_id`, optionally on behalf of a mailbox entry that wants its
     /// summary; returns false for an unknown corp.
-    pub fn trigger(&self, corp_id: &str, token: Option<String>, mailbox_entry: Option<i64>) -> bool {
+    pub fn trigger(&self, corp_id: &CorpId, token: Option<String>, mailbox_entry: Option<i64>) -> bool {
         let Some(trigger) = self.triggers.get(corp_id) else { return false };
         if let Some(token) = token.filter(|token| !token.is_empty()) {
             *lock(&trigger.token) = Some(token);
@@ -88,66 +97,61 @@ impl PullScheduler {
     }
 }
 
-async fn run_corp(
-    ingestor: Arc<Ingestor>,
-    corp_id: String,
-    trigger: Arc<Trigger>,
-    schedule: Schedule,
-    listener: Arc<dyn PullListener>,
-    metrics: Arc<Metrics>,
-    mut shutdown: watch::Receiver<bool>,
-) {
-    if let Err(error) = ingestor.recover_keys(&corp_id).await {
-        tracing::warn!(corp_id, %error, "recovering secret keys failed; retried at the next start");
+impl Worker for CorpPuller {
+    fn round(&self) -> BoxFuture<'_, Round> {
+        Box::pin(async move {
+            if !self.started.swap(true, Ordering::SeqCst) {
+                self.start_up().await;
+            }
+            self.pull().await
+        })
     }
-    loop {
-        let token = lock(&trigger.token).take();
+}
+
+impl CorpPuller {
+    /// Decrypts what waited for a key, and picks up the mailbox entries that were waiting for a
+    /// pull when the process stopped.
+    async fn start_up(&self) {
+        if let Err(error) = self.ingestor.recover_keys(&self.corp_id).await {
+            tracing::warn!(corp_id = %self.corp_id, %error, "recovering secret keys failed; retried at the next start");
+        }
+        let (listener, corp_id) = (Arc::clone(&self.listener), self.corp_id.clone());
+        if let Ok(waiting) = blocking(move || Ok(listener.awaiting_pull(&corp_id))).await {
+            lock(&self.trigger.waiting).extend(waiting);
+        }
+    }
+
+    async fn pull(&self) -> Round {
+        let token = lock(&self.trigger.token).take();
         // Entries that arrive during this pull wait for the next one, which the trigger schedules.
-        let waiting = std::mem::take(&mut *lock(&trigger.waiting));
-        let outcome = tokio::select! {
-            outcome = ingestor.pull(&corp_id, token) => outcome,
-            _ = shutdown.changed() => return,
-        };
-        let pause = match outcome {
+        let waiting = std::mem::take(&mut *lock(&self.trigger.waiting));
+        match self.ingestor.pull(&self.corp_id, token).await {
             Ok(summary) => {
-                log_summary(&corp_id, &summary);
+                log_summary(&self.corp_id, &summary);
                 if !waiting.is_empty() {
-                    let listener = Arc::clone(&listener);
-                    let corp_id = corp_id.clone();
-                    // The listener writes to the store: off the async workers.
-                    let _ = tokio::task::spawn_blocking(move || listener.pull_finished(&corp_id, &waiting)).await;
+                    let (listener, corp_id) = (Arc::clone(&self.listener), self.corp_id.clone());
+                    let _ = blocking(move || {
+                        listener.pull_finished(&corp_id, &waiting);
+                        Ok(())
+                    })
+                    .await;
                 }
-                None
+                Round::Idle
             }
             Err(error) => {
-                lock(&trigger.waiting).extend(waiting);
-                metrics.pull_failure(&corp_id);
-                tracing::warn!(corp_id, %error, "pull failed; retrying");
-                Some(schedule.retry_delay)
+                lock(&self.trigger.waiting).extend(waiting);
+                self.metrics.pull_failure(&self.corp_id);
+                tracing::warn!(corp_id = %self.corp_id, %error, "pull failed; retrying");
+                Round::Failed
             }
-        };
-        let wait_for_trigger = async {
-            match pause {
-                Some(delay) => tokio::time::sleep(delay).await,
-                None => match schedule.poll_interval {
-                    Some(interval) => {
-                        let _ = tokio::time::timeout(interval, trigger.wake.notified()).await;
-                    }
-                    None => trigger.wake.notified().await,
-                },
-            }
-        };
-        tokio::select! {
-            () = wait_for_trigger => {}
-            _ = shutdown.changed() => return,
         }
     }
 }
 
-fn log_summary(corp_id: &str, summary: &PullSummary) {
+fn log_summary(corp_id: &CorpId, summary: &PullSummary) {
     if summary.pages > 0 {
         tracing::info!(
-            corp_id,
+            %corp_id,
             pages = summary.pages,
             inserted = summary.inserted,
             duplicates = summary.duplicates,
@@ -155,7 +159,7 @@ fn log_summary(corp_id: &str, summary: &PullSummary) {
             "pull finished"
         );
     } else {
-        tracing::debug!(corp_id, "pull found nothing new");
+        tracing::debug!(%corp_id, "pull found nothing new");
     }
 }
 

@@ -31,7 +31,7 @@ pub use faults::{Fault, FaultInjector};
 
 use crate::client::{ClientError, ZoneClient};
 use crate::crypto::KeyError;
-use crate::inbound::unix_now;
+use crate::domain::unix_now;
 
 /// WeCom's errcode for a cursor it did not issue.
 const BAD_CURSOR: i64 = 710611;
@@ -137,12 +137,18 @@ impl Simulator {
     /// Generates and encrypts the corpus, then serves on `127.0.0.1:0`.
     pub async fn start(config: SimulatorConfig) -> Result<Simulator, SimulatorError> {
         let generation_config = config.clone();
-        let corpus = tokio::task::spawn_blocking(move || {
+        // Generation encrypts every secret key (RSA): a thread of its own, off the runtime.
+        let (generated, corpus) = oneshot::channel();
+        std::thread::Builder::new().name("sim-corpus".into()).spawn(move || {
             let start_time = unix_now() - 4 * 86_400 - 600;
-            Corpus::generate(generation_config.seed, generation_config.messages, start_time, &generation_config.keys)
-        })
-        .await
-        .map_err(std::io::Error::other)??;
+            let _ = generated.send(Corpus::generate(
+                generation_config.seed,
+                generation_config.messages,
+                start_time,
+                &generation_config.keys,
+            ));
+        })?;
+        let corpus = corpus.await.map_err(std::io::Error::other)??;
         let state = Arc::new(SimState {
             visible: AtomicUsize::new(config.messages),
             faults: FaultInjector::new(config.fault_rate, config.fault_seed, config.max_fault_delay),

@@ -7,15 +7,15 @@
 
 use std::path::Path;
 use std::sync::Mutex;
-use std::time::{SystemTime, UNIX_EPOCH};
 
-use rusqlite::{Connection, OptionalExtension, Transaction, params};
+use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, ToSqlOutput, ValueRef};
+use rusqlite::{Connection, OptionalExtension, ToSql, Transaction, params};
 
 use super::{
-    Conversation, IngestStatus, JOB_DELIVERED, JOB_DONE, JOB_PENDING, Job, MAILBOX_AWAITING_PULL, MAILBOX_NOTIFIED,
-    MAILBOX_PENDING_NOTIFY, MailboxEntry, MessageFilter, NewJob, NewMailboxEntry, NewRecord, PageCommit, PageOutcome,
-    PendingKey, STATUS_OK, Store, StoreError, StoredRecord, StoredSince,
+    Conversation, IngestStatus, Job, JobStore, MailboxEntry, MailboxStore, MessageFilter, NewJob, NewMailboxEntry,
+    NewRecord, PageCommit, PageOutcome, PendingKey, RecordStore, StoreError, StoreHealth, StoredRecord, StoredSince,
 };
+use crate::domain::{DecryptStatus, JobState, MailboxState, unix_now};
 
 /// Embedded migrations, applied in order; `PRAGMA user_version` counts the applied ones.
 /// (rusqlite_migration does the same but lags rusqlite releases, so these few lines stay here.)
@@ -171,11 +171,39 @@ fn migrate(connection: &mut Connection) -> Result<(), StoreError> {
     Ok(())
 }
 
-fn unix_now() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |elapsed| elapsed.as_secs() as i64)
+impl From<rusqlite::Error> for StoreError {
+    fn from(error: rusqlite::Error) -> Self {
+        StoreError::Database(error.to_string())
+    }
 }
 
-impl Store for SqliteStore {
+/// States are stored as their text and read back strictly.
+macro_rules! sql_text_state {
+    ($($state:ty),+) => {$(
+        impl ToSql for $state {
+            fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+                Ok(ToSqlOutput::from(self.as_str()))
+            }
+        }
+
+        impl FromSql for $state {
+            fn column_result(value: ValueRef<'_>) -> FromSqlResult<Self> {
+                value.as_str()?.parse().map_err(|error| FromSqlError::Other(Box::new(error)))
+            }
+        }
+    )+};
+}
+
+sql_text_state!(DecryptStatus, MailboxState, JobState);
+
+impl StoreHealth for SqliteStore {
+    fn check(&self) -> Result<(), StoreError> {
+        self.lock().query_row("SELECT 1", [], |_| Ok(()))?;
+        Ok(())
+    }
+}
+
+impl RecordStore for SqliteStore {
     fn cursor(&self, corp_id: &str) -> Result<Option<String>, StoreError> {
         let connection = self.lock();
         let mut statement = connection.prepare_cached("SELECT cursor FROM cursors WHERE corp_id = ?1")?;
@@ -224,7 +252,7 @@ impl Store for SqliteStore {
         Ok(rows.collect::<Result<Vec<_>, _>>()?)
     }
 
-    fn set_secret_keys(&self, updates: &[(i64, Result<String, &'static str>)]) -> Result<(), StoreError> {
+    fn set_secret_keys(&self, updates: &[(i64, Result<String, DecryptStatus>)]) -> Result<(), StoreError> {
         let mut connection = self.lock();
         let transaction = connection.transaction()?;
         {
@@ -232,7 +260,7 @@ impl Store for SqliteStore {
                 transaction.prepare_cached("UPDATE records SET secret_key = ?2, decrypt_status = ?3 WHERE id = ?1")?;
             for (id, outcome) in updates {
                 match outcome {
-                    Ok(secret_key) => statement.execute(params![id, secret_key, STATUS_OK])?,
+                    Ok(secret_key) => statement.execute(params![id, secret_key, DecryptStatus::Ok])?,
                     Err(status) => statement.execute(params![id, Option::<String>::None, status])?,
                 };
             }
@@ -275,11 +303,6 @@ impl Store for SqliteStore {
             pages,
             newest_send_time,
         })
-    }
-
-    fn check(&self) -> Result<(), StoreError> {
-        self.lock().query_row("SELECT 1", [], |_| Ok(()))?;
-        Ok(())
     }
 
     fn list_messages(&self, corp_id: &str, filter: &MessageFilter) -> Result<Vec<StoredRecord>, StoreError> {
@@ -355,10 +378,12 @@ impl Store for SqliteStore {
         }
         Ok(conversations)
     }
+}
 
+impl MailboxStore for SqliteStore {
     fn mailbox_insert(&self, entry: &NewMailboxEntry, now: i64) -> Result<Option<i64>, StoreError> {
         let connection = self.lock();
-        let state = if entry.awaiting_pull { MAILBOX_AWAITING_PULL } else { MAILBOX_PENDING_NOTIFY };
+        let state = if entry.awaiting_pull { MailboxState::AwaitingPull } else { MailboxState::PendingNotify };
         // An entry waiting for a pull remembers the newest record id now, so that its summary
         // covers exactly what was stored after the event arrived.
         let inserted = connection
@@ -370,7 +395,7 @@ impl Store for SqliteStore {
                  ON CONFLICT DO NOTHING",
             )?
             .execute(params![
-                entry.corp_id,
+                entry.corp_id.as_str(),
                 entry.delivery_key,
                 entry.kind,
                 entry.notify_scene,
@@ -378,7 +403,7 @@ impl Store for SqliteStore {
                 state,
                 now,
                 entry.awaiting_pull,
-                entry.notify_id
+                entry.notify_id.as_str()
             ])?;
         Ok((inserted == 1).then(|| connection.last_insert_rowid()))
     }
@@ -410,7 +435,7 @@ impl Store for SqliteStore {
         let connection = self.lock();
         let mut statement =
             connection.prepare_cached("SELECT id FROM mailbox WHERE corp_id = ?1 AND state = ?2 ORDER BY id")?;
-        let ids = statement.query_map(params![corp_id, MAILBOX_AWAITING_PULL], |row| row.get(0))?;
+        let ids = statement.query_map(params![corp_id, MailboxState::AwaitingPull], |row| row.get(0))?;
         Ok(ids.collect::<Result<Vec<_>, _>>()?)
     }
 
@@ -424,7 +449,7 @@ impl Store for SqliteStore {
         let connection = self.lock();
         connection
             .prepare_cached("UPDATE mailbox SET payload = ?2, state = ?3 WHERE id = ?1 AND state = ?4")?
-            .execute(params![id, payload, MAILBOX_PENDING_NOTIFY, MAILBOX_AWAITING_PULL])?;
+            .execute(params![id, payload, MailboxState::PendingNotify, MailboxState::AwaitingPull])?;
         Ok(())
     }
 
@@ -432,7 +457,7 @@ impl Store for SqliteStore {
         let connection = self.lock();
         let sql = format!("SELECT {MAILBOX_COLUMNS} FROM mailbox WHERE state = ?1 ORDER BY id LIMIT ?2");
         let mut statement = connection.prepare_cached(&sql)?;
-        let rows = statement.query_map(params![MAILBOX_PENDING_NOTIFY, limit as i64], mailbox_entry)?;
+        let rows = statement.query_map(params![MailboxState::PendingNotify, limit as i64], mailbox_entry)?;
         Ok(rows.collect::<Result<Vec<_>, _>>()?)
     }
 
@@ -443,7 +468,7 @@ impl Store for SqliteStore {
                 "UPDATE mailbox SET notify_id = ?2, state = ?3, notified_at = ?4, expires_at = ?5,
                  notify_attempts = notify_attempts + 1 WHERE id = ?1",
             )?
-            .execute(params![id, notify_id, MAILBOX_NOTIFIED, now, expires_at])?;
+            .execute(params![id, notify_id, MailboxState::Notified, now, expires_at])?;
         Ok(())
     }
 
@@ -468,7 +493,9 @@ impl Store for SqliteStore {
              ORDER BY id LIMIT 1"
         );
         let mut statement = connection.prepare_cached(&sql)?;
-        Ok(statement.query_row(params![corp_id, notify_id, MAILBOX_AWAITING_PULL, now], mailbox_entry).optional()?)
+        Ok(statement
+            .query_row(params![corp_id, notify_id, MailboxState::AwaitingPull, now], mailbox_entry)
+            .optional()?)
     }
 
     fn mailbox_record_fetch(&self, id: i64, page: u32, now: i64) -> Result<(), StoreError> {
@@ -483,9 +510,11 @@ impl Store for SqliteStore {
         let connection = self.lock();
         Ok(connection
             .prepare_cached("DELETE FROM mailbox WHERE state = ?1 AND expires_at <= ?2")?
-            .execute(params![MAILBOX_NOTIFIED, now])?)
+            .execute(params![MailboxState::Notified, now])?)
     }
+}
 
+impl JobStore for SqliteStore {
     fn job_insert(&self, job: &NewJob, now: i64) -> Result<Option<i64>, StoreError> {
         let connection = self.lock();
         let inserted = connection
@@ -495,14 +524,14 @@ impl Store for SqliteStore {
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9) ON CONFLICT DO NOTHING",
             )?
             .execute(params![
-                job.corp_id,
+                job.corp_id.as_str(),
                 job.agent_id,
                 job.ability_id,
-                job.notify_id,
+                job.notify_id.as_str(),
                 job.job_info,
                 job.request_data,
                 job.delivery_key,
-                JOB_PENDING,
+                JobState::Pending,
                 now
             ])?;
         Ok((inserted == 1).then(|| connection.last_insert_rowid()))
@@ -515,14 +544,14 @@ impl Store for SqliteStore {
                     errcode, result, attempts
              FROM jobs WHERE state <> ?1 ORDER BY id",
         )?;
-        let rows = statement.query_map([JOB_DELIVERED], |row| {
+        let rows = statement.query_map([JobState::Delivered], |row| {
             Ok(Job {
                 id: row.get(0)?,
                 call: NewJob {
-                    corp_id: row.get(1)?,
+                    corp_id: row.get::<_, String>(1)?.into(),
                     agent_id: row.get(2)?,
                     ability_id: row.get(3)?,
-                    notify_id: row.get(4)?,
+                    notify_id: row.get::<_, String>(4)?.into(),
                     job_info: row.get(5)?,
                     request_data: row.get(6)?,
                     delivery_key: row.get(7)?,
@@ -540,13 +569,13 @@ impl Store for SqliteStore {
         let connection = self.lock();
         connection
             .prepare_cached("UPDATE jobs SET state = ?2, errcode = ?3, result = ?4, updated_at = ?5 WHERE id = ?1")?
-            .execute(params![id, JOB_DONE, errcode, result, now])?;
+            .execute(params![id, JobState::Done, errcode, result, now])?;
         Ok(())
     }
 
     fn job_delivery_attempt(&self, id: i64, delivered: bool, now: i64) -> Result<(), StoreError> {
         let connection = self.lock();
-        let state = if delivered { JOB_DELIVERED } else { JOB_DONE };
+        let state = if delivered { JobState::Delivered } else { JobState::Done };
         connection
             .prepare_cached("UPDATE jobs SET state = ?2, attempts = attempts + 1, updated_at = ?3 WHERE id = ?1")?
             .execute(params![id, state, now])?;
@@ -557,12 +586,12 @@ impl Store for SqliteStore {
 fn mailbox_entry(row: &rusqlite::Row<'_>) -> rusqlite::Result<MailboxEntry> {
     Ok(MailboxEntry {
         id: row.get(0)?,
-        corp_id: row.get(1)?,
+        corp_id: row.get::<_, String>(1)?.into(),
         kind: row.get(2)?,
         notify_scene: row.get(3)?,
         payload: row.get(4)?,
         state: row.get(5)?,
-        notify_id: row.get(6)?,
+        notify_id: row.get::<_, Option<String>>(6)?.map(Into::into),
         created_at: row.get(7)?,
         notified_at: row.get(8)?,
         expires_at: row.get(9)?,
@@ -583,8 +612,8 @@ fn commit_page_in(transaction: &Transaction<'_>, page: &PageCommit) -> Result<Pa
             page.cursor_in,
             page.cursor_out,
             page.records.len() as i64,
-            page.records.first().map(|record| &record.msgid),
-            page.records.last().map(|record| &record.msgid),
+            page.records.first().map(|record| record.msgid.as_str()),
+            page.records.last().map(|record| record.msgid.as_str()),
             now
         ])?;
     let page_id = transaction.last_insert_rowid();
@@ -600,7 +629,7 @@ fn commit_page_in(transaction: &Transaction<'_>, page: &PageCommit) -> Result<Pa
         for record in &page.records {
             inserted += insert.execute(params![
                 page.corp_id,
-                record.msgid,
+                record.msgid.as_str(),
                 record.sender_type,
                 record.sender_id,
                 record.receivers,
@@ -633,11 +662,10 @@ fn commit_page_in(transaction: &Transaction<'_>, page: &PageCommit) -> Result<Pa
 
 /// The columns of `RECORD_COLUMNS`, in order, into a record.
 fn stored_record(row: &rusqlite::Row<'_>) -> rusqlite::Result<StoredRecord> {
-    let status: String = row.get(12)?;
     Ok(StoredRecord {
         id: row.get(0)?,
         record: NewRecord {
-            msgid: row.get(1)?,
+            msgid: row.get::<_, String>(1)?.into(),
             sender_type: row.get(2)?,
             sender_id: row.get(3)?,
             receivers: row.get(4)?,
@@ -648,19 +676,12 @@ fn stored_record(row: &rusqlite::Row<'_>) -> rusqlite::Result<StoredRecord> {
             public_key_ver: row.get(9)?,
             encrypted_secret_key: row.get(10)?,
             secret_key: row.get(11)?,
-            decrypt_status: known_status(&status),
+            decrypt_status: row.get(12)?,
             call_duration: row.get(13)?,
             raw: row.get(14)?,
         },
         stored_at: row.get(15)?,
     })
-}
-
-/// Maps a stored status back to the static strings records carry.
-fn known_status(status: &str) -> &'static str {
-    const KNOWN: [&str; 7] =
-        [STATUS_OK, "unknown_key_version", "missing", "bad_base64", "bad_ciphertext", "not_utf8", "malformed"];
-    KNOWN.into_iter().find(|known| *known == status).unwrap_or("unknown")
 }
 
 #[cfg(test)]

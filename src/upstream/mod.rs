@@ -20,7 +20,9 @@ use serde::de::DeserializeOwned;
 pub use sync_msg::{EncryptInfo, Party, SyncMsgItem, SyncMsgRequest, SyncMsgResponse};
 pub use token::TokenCache;
 
+use crate::background::Backoff;
 use crate::config::{Config, UpstreamConfig};
+use crate::domain::CorpId;
 use crate::metrics::Metrics;
 
 /// errcodes that mean "the access_token is invalid, expired or missing".
@@ -94,24 +96,10 @@ struct ErrorHeader {
 pub struct UpstreamClient {
     http: reqwest::Client,
     base_url: Arc<str>,
-    policy: RetryPolicy,
+    max_retries: u32,
+    backoff: Backoff,
     tokens: Arc<TokenCache>,
     metrics: Arc<Metrics>,
-}
-
-#[derive(Debug, Clone, Copy)]
-pub struct RetryPolicy {
-    pub max_retries: u32,
-    pub base: Duration,
-    pub max: Duration,
-}
-
-impl RetryPolicy {
-    /// Full jitter: a random delay in `[0, min(max, base * 2^retry)]`.
-    pub fn delay(&self, retry: u32) -> Duration {
-        let ceiling = self.base.saturating_mul(1u32 << retry.min(20)).min(self.max);
-        ceiling.mul_f64(rand::random::<f64>())
-    }
 }
 
 impl UpstreamClient {
@@ -123,12 +111,18 @@ impl UpstreamClient {
             .pool_max_idle_per_host(8)
             .build()
             .map_err(|error| UpstreamError::Client(error.to_string()))?;
-        let policy =
-            RetryPolicy { max_retries: upstream.max_retries, base: upstream.retry_base, max: upstream.retry_max };
-        let secrets: HashMap<String, crate::config::Secret> =
+        let backoff = Backoff { base: upstream.retry_base, max: upstream.retry_max };
+        let secrets: HashMap<CorpId, crate::config::Secret> =
             config.corps.iter().map(|corp| (corp.corp_id.clone(), corp.secret.clone())).collect();
         let tokens = Arc::new(TokenCache::new(secrets, upstream.token_refresh_margin));
-        Ok(UpstreamClient { http, base_url: upstream.base_url.clone().into(), policy, tokens, metrics })
+        Ok(UpstreamClient {
+            http,
+            base_url: upstream.base_url.clone().into(),
+            max_retries: upstream.max_retries,
+            backoff,
+            tokens,
+            metrics,
+        })
     }
 
     /// `POST /cgi-bin/chatdata/{api}?access_token=…` with `body`; the answer when errcode is 0.
@@ -166,11 +160,11 @@ impl UpstreamClient {
 
     /// Sleeps before the next attempt, or gives up when the retries are spent.
     async fn back_off(&self, retries: &mut u32, cause: RetryCause) -> Result<(), UpstreamError> {
-        if *retries >= self.policy.max_retries {
+        if *retries >= self.max_retries {
             return Err(UpstreamError::Exhausted { attempts: *retries + 1, last: cause });
         }
         self.metrics.upstream_retry(cause.label());
-        tokio::time::sleep(self.policy.delay(*retries)).await;
+        tokio::time::sleep(self.backoff.delay(*retries)).await;
         *retries += 1;
         Ok(())
     }
@@ -297,15 +291,5 @@ mod tests {
             parse_answer::<serde_json::Value>(br#"{"errcode":710611,"errmsg":"bad cursor"}"#),
             Answer::Failed { errcode: 710611, .. }
         ));
-    }
-
-    #[test]
-    fn backoff_is_capped_and_jittered() {
-        let policy = RetryPolicy { max_retries: 5, base: Duration::from_millis(100), max: Duration::from_secs(1) };
-        for retry in 0..30 {
-            let delay = policy.delay(retry);
-            assert!(delay <= Duration::from_secs(1));
-            assert!(delay <= Duration::from_millis(100) * 2u32.pow(retry.min(10)));
-        }
     }
 }

@@ -12,6 +12,7 @@ use tokio::time::Instant;
 
 use super::UpstreamError;
 use crate::config::Secret;
+use crate::domain::CorpId;
 
 struct Cached {
     token: String,
@@ -25,12 +26,12 @@ struct CorpTokens {
 }
 
 pub struct TokenCache {
-    corps: HashMap<String, CorpTokens>,
+    corps: HashMap<CorpId, CorpTokens>,
     refresh_margin: Duration,
 }
 
 impl TokenCache {
-    pub fn new(secrets: HashMap<String, Secret>, refresh_margin: Duration) -> TokenCache {
+    pub fn new(secrets: HashMap<CorpId, Secret>, refresh_margin: Duration) -> TokenCache {
         let corps = secrets
             .into_iter()
             .map(|(corp_id, secret)| (corp_id, CorpTokens { secret, cached: Mutex::new(None) }))

@@ -8,9 +8,9 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use wecom_zone::client::{Answer, ZoneClient};
 use wecom_zone::crypto::{EnvelopeFormat, WxBizMsgCrypt};
-use wecom_zone::inbound::unix_now;
+use wecom_zone::domain::{JobState, unix_now};
 use wecom_zone::simulator::Simulator;
-use wecom_zone::store::JOB_DELIVERED;
+use wecom_zone::store::{JobStore, MailboxStore};
 
 use crate::ingest::{CORP, RunningService, service_config_with, simulator_config, vector_keys};
 
@@ -413,7 +413,7 @@ async fn an_async_result_not_yet_accepted_is_delivered_after_a_restart() {
     assert_eq!(result["stored_count"], MESSAGES);
     let deadline = Instant::now() + Duration::from_secs(10);
     while !service.store.jobs_unfinished().unwrap().is_empty() {
-        assert!(Instant::now() < deadline, "the job is still not marked {JOB_DELIVERED}");
+        assert!(Instant::now() < deadline, "the job is still not marked {}", JobState::Delivered);
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert_eq!(async_callbacks(&fixture.simulator, "job-R").len(), 1, "delivered once");

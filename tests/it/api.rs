@@ -2,7 +2,7 @@
 //! both envelope formats, every kind of plaintext, duplicates, health and metrics.
 
 use serde_json::json;
-use wecom_zone::inbound::unix_now;
+use wecom_zone::domain::unix_now;
 
 use crate::helpers::*;
 

@@ -5,7 +5,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use wecom_zone::simulator::{Simulator, SplitMix};
-use wecom_zone::store::{SqliteStore, Store};
+use wecom_zone::store::{RecordStore, SqliteStore};
 
 use crate::ingest::{CORP, assert_every_record_stored_once, service_config, simulator_config, vector_keys};
 

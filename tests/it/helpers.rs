@@ -10,7 +10,7 @@ use tokio::sync::oneshot;
 use wecom_zone::app::AppState;
 use wecom_zone::config::Config;
 use wecom_zone::crypto::{SealedReply, WxBizMsgCrypt};
-use wecom_zone::inbound::{
+use wecom_zone::domain::{
     AbilityCall, BoxFuture, DeliveryKey, DispatchError, Dispatcher, Event, unix_now, unknown_ability,
 };
 

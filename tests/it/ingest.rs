@@ -13,8 +13,9 @@ use wecom_zone::client::Answer;
 use wecom_zone::config::Config;
 use wecom_zone::crypto::EnvelopeFormat;
 use wecom_zone::crypto::generate_key_pair_pem;
+use wecom_zone::domain::DecryptStatus;
 use wecom_zone::simulator::{Simulator, SimulatorConfig};
-use wecom_zone::store::{STATUS_OK, SqliteStore, Store};
+use wecom_zone::store::{RecordStore, SqliteStore};
 
 pub const CORP: &str = "wwingest000000001";
 
@@ -84,7 +85,7 @@ level = "warn"
 
 pub struct RunningService {
     pub url: String,
-    pub store: Arc<dyn Store>,
+    pub store: Arc<SqliteStore>,
     stop: Option<oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<std::io::Result<()>>,
 }
@@ -93,7 +94,7 @@ impl RunningService {
     pub async fn start(config_text: &str) -> RunningService {
         let config = Config::from_toml_str(config_text, Vec::new(), None).unwrap();
         let service = wecom_zone::app::start(config).unwrap();
-        let store = Arc::clone(service.ingestor.store());
+        let store = Arc::clone(&service.store);
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let (stop, stopped) = oneshot::channel::<()>();
@@ -125,7 +126,7 @@ impl RunningService {
 }
 
 /// Every message of the simulator is stored once, with the secret key the simulator encrypted.
-pub fn assert_every_record_stored_once(store: &dyn Store, simulator: &Simulator, known_versions: &[u32]) {
+pub fn assert_every_record_stored_once(store: &dyn RecordStore, simulator: &Simulator, known_versions: &[u32]) {
     let corpus_len = simulator.corpus().len();
     let status = store.ingest_status(CORP).unwrap();
     assert_eq!(status.stored, corpus_len as i64, "stored exactly the corpus, no more, no less");
@@ -136,10 +137,10 @@ pub fn assert_every_record_stored_once(store: &dyn Store, simulator: &Simulator,
         assert_eq!(stored.record.send_time, expected.send_time);
         assert_eq!(stored.record.chatid, expected.chatid);
         if known_versions.contains(&expected.key_version) {
-            assert_eq!(stored.record.decrypt_status, STATUS_OK, "message {index}");
+            assert_eq!(stored.record.decrypt_status, DecryptStatus::Ok, "message {index}");
             assert_eq!(stored.record.secret_key.as_deref(), Some(expected.secret_key.as_str()), "message {index}");
         } else {
-            assert_eq!(stored.record.decrypt_status, "unknown_key_version", "message {index}");
+            assert_eq!(stored.record.decrypt_status, DecryptStatus::UnknownKeyVersion, "message {index}");
             assert_eq!(stored.record.secret_key, None);
         }
     }
@@ -191,7 +192,7 @@ async fn an_unknown_key_version_is_stored_counted_and_decrypted_once_its_key_app
     service.wait_for(900).await;
     assert_every_record_stored_once(service.store.as_ref(), &simulator, &[1, 2]);
     let status = service.store.ingest_status(CORP).unwrap();
-    assert_eq!(status.failed, vec![("unknown_key_version".to_owned(), 300)]);
+    assert_eq!(status.failed, vec![(DecryptStatus::UnknownKeyVersion, 300)]);
     let metrics = reqwest::get(format!("{}/metrics", service.url)).await.unwrap().text().await.unwrap();
     assert!(metrics.contains("reason=\"unknown_key_version\",key_version=\"3\"} 300"), "{metrics}");
     service.stop().await;

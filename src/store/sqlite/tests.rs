@@ -1,8 +1,8 @@
 use super::*;
 
-fn record(msgid: &str, status: &'static str, version: u32) -> NewRecord {
+fn record(msgid: &str, status: DecryptStatus, version: u32) -> NewRecord {
     NewRecord {
-        msgid: msgid.to_owned(),
+        msgid: msgid.into(),
         sender_type: 1,
         sender_id: "zhangsan".into(),
         receivers: r#"[{"type":2,"id":"wmEXT"}]"#.into(),
@@ -12,7 +12,7 @@ fn record(msgid: &str, status: &'static str, version: u32) -> NewRecord {
         msgtype: 1,
         public_key_ver: Some(version),
         encrypted_secret_key: Some("ZW5j".into()),
-        secret_key: (status == STATUS_OK).then(|| "secret".to_owned()),
+        secret_key: (status == DecryptStatus::Ok).then(|| "secret".to_owned()),
         decrypt_status: status,
         call_duration: None,
         raw: format!(r#"{{"msgid":"{msgid}"}}"#),
@@ -32,12 +32,16 @@ fn page(cursor_in: Option<&str>, cursor_out: &str, records: Vec<NewRecord>) -> P
 fn a_page_commits_records_ledger_and_cursor_together() {
     let store = SqliteStore::open_in_memory().unwrap();
     assert_eq!(store.cursor("ww1").unwrap(), None);
-    let outcome = store.commit_page(&page(None, "c1", vec![record("m1", STATUS_OK, 1), record("m2", STATUS_OK, 1)]));
+    let outcome = store.commit_page(&page(
+        None,
+        "c1",
+        vec![record("m1", DecryptStatus::Ok, 1), record("m2", DecryptStatus::Ok, 1)],
+    ));
     assert_eq!(outcome.unwrap(), PageOutcome { inserted: 2, duplicates: 0 });
     assert_eq!(store.cursor("ww1").unwrap().as_deref(), Some("c1"));
     assert_eq!(store.cursor("ww2").unwrap(), None, "cursors are per corp");
     let stored = store.record("ww1", "m2").unwrap().unwrap();
-    assert_eq!(stored.record, record("m2", STATUS_OK, 1));
+    assert_eq!(stored.record, record("m2", DecryptStatus::Ok, 1));
     let status = store.ingest_status("ww1").unwrap();
     assert_eq!((status.stored, status.pages), (2, 1));
 }
@@ -45,10 +49,10 @@ fn a_page_commits_records_ledger_and_cursor_together() {
 #[test]
 fn a_page_delivered_again_changes_nothing_but_the_ledger() {
     let store = SqliteStore::open_in_memory().unwrap();
-    store.commit_page(&page(None, "c1", vec![record("m1", STATUS_OK, 1)])).unwrap();
-    let mut changed = record("m1", STATUS_OK, 1);
+    store.commit_page(&page(None, "c1", vec![record("m1", DecryptStatus::Ok, 1)])).unwrap();
+    let mut changed = record("m1", DecryptStatus::Ok, 1);
     changed.sender_id = "someone else".into();
-    let outcome = store.commit_page(&page(None, "c1", vec![changed, record("m2", STATUS_OK, 1)])).unwrap();
+    let outcome = store.commit_page(&page(None, "c1", vec![changed, record("m2", DecryptStatus::Ok, 1)])).unwrap();
     assert_eq!(outcome, PageOutcome { inserted: 1, duplicates: 1 });
     assert_eq!(store.record("ww1", "m1").unwrap().unwrap().record.sender_id, "zhangsan");
     assert_eq!(store.ingest_status("ww1").unwrap().stored, 2);
@@ -58,23 +62,25 @@ fn a_page_delivered_again_changes_nothing_but_the_ledger() {
 fn records_waiting_for_a_key_are_found_by_version_and_updated() {
     let store = SqliteStore::open_in_memory().unwrap();
     let records = vec![
-        record("m1", "unknown_key_version", 3),
-        record("m2", STATUS_OK, 1),
-        record("m3", "unknown_key_version", 3),
-        record("m4", "unknown_key_version", 4),
+        record("m1", DecryptStatus::UnknownKeyVersion, 3),
+        record("m2", DecryptStatus::Ok, 1),
+        record("m3", DecryptStatus::UnknownKeyVersion, 3),
+        record("m4", DecryptStatus::UnknownKeyVersion, 4),
     ];
     store.commit_page(&page(None, "c1", records)).unwrap();
     let pending = store.pending_keys("ww1", 3, 0, 10).unwrap();
     assert_eq!(pending.len(), 2);
     let after_first = store.pending_keys("ww1", 3, pending[0].id, 10).unwrap();
     assert_eq!(after_first, vec![pending[1].clone()]);
-    store.set_secret_keys(&[(pending[0].id, Ok("late".into())), (pending[1].id, Err("bad_ciphertext"))]).unwrap();
+    store
+        .set_secret_keys(&[(pending[0].id, Ok("late".into())), (pending[1].id, Err(DecryptStatus::BadCiphertext))])
+        .unwrap();
     let m1 = store.record("ww1", "m1").unwrap().unwrap().record;
-    assert_eq!((m1.secret_key.as_deref(), m1.decrypt_status), (Some("late"), STATUS_OK));
-    assert_eq!(store.record("ww1", "m3").unwrap().unwrap().record.decrypt_status, "bad_ciphertext");
+    assert_eq!((m1.secret_key.as_deref(), m1.decrypt_status), (Some("late"), DecryptStatus::Ok));
+    assert_eq!(store.record("ww1", "m3").unwrap().unwrap().record.decrypt_status, DecryptStatus::BadCiphertext);
     assert!(store.pending_keys("ww1", 3, 0, 10).unwrap().is_empty());
     let failed = store.ingest_status("ww1").unwrap().failed;
-    assert_eq!(failed, vec![("bad_ciphertext".to_owned(), 1), ("unknown_key_version".to_owned(), 1)]);
+    assert_eq!(failed, vec![(DecryptStatus::BadCiphertext, 1), (DecryptStatus::UnknownKeyVersion, 1)]);
 }
 
 #[test]
@@ -83,7 +89,7 @@ fn the_schema_survives_reopening_and_refuses_newer_versions() {
     let path = dir.path().join("nested/db.sqlite");
     {
         let store = SqliteStore::open(&path).unwrap();
-        store.commit_page(&page(None, "c9", vec![record("m1", STATUS_OK, 1)])).unwrap();
+        store.commit_page(&page(None, "c9", vec![record("m1", DecryptStatus::Ok, 1)])).unwrap();
     }
     let store = SqliteStore::open(&path).unwrap();
     assert_eq!(store.cursor("ww1").unwrap().as_deref(), Some("c9"));

@@ -7,27 +7,19 @@
 use std::future::Future;
 use std::pin::Pin;
 
-use serde_json::{Value, json};
+use serde_json::Value;
 
-use super::decode::{AbilityCall, ClassicEvent, ZoneEvent};
+use super::ability::AbilityCall;
+use super::event::Event;
+use super::ids::DeliveryKey;
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
-
-/// A WeCom event, classic or zone.
-#[derive(Debug, Clone)]
-pub enum Event {
-    Classic { corp_id: String, event: ClassicEvent },
-    Zone(ZoneEvent),
-}
 
 /// Why an event or an async call could not be accepted. The front door answers 500 and forgets
 /// the delivery, so WeCom's retry is processed.
 #[derive(Debug, thiserror::Error)]
 #[error("event could not be accepted: {0}")]
 pub struct DispatchError(pub String);
-
-/// Identifies one delivery (corp + digest of its ciphertext): a WeCom retry has the same key.
-pub type DeliveryKey = [u8; 20];
 
 pub trait Dispatcher: Send + Sync + 'static {
     /// Makes the event durable and schedules its follow-up work. A durable dispatcher uses
@@ -39,12 +31,4 @@ pub trait Dispatcher: Send + Sync + 'static {
 
     /// Makes an asynchronous call durable; its result goes to `program_async_job_call_back` later.
     fn accept_async_call(&self, call: AbilityCall, delivery: DeliveryKey) -> BoxFuture<'_, Result<(), DispatchError>>;
-}
-
-/// WeCom's errcode for an ability id that no program handler serves.
-pub const UNKNOWN_ABILITY: i64 = 710636;
-
-/// The answer for an ability this service does not provide.
-pub fn unknown_ability(ability_id: &str) -> Value {
-    json!({"errcode": UNKNOWN_ABILITY, "errmsg": format!("unknown ability_id {ability_id}")})
 }

@@ -1,0 +1,109 @@
+//! Typed states of stored things. Each is stored as its `as_str()` text and read back with
+//! `FromStr`; a text this build does not know is an error, never a silent default.
+
+use std::fmt;
+use std::str::FromStr;
+
+/// A stored text that names no state of this build (a newer build wrote it, or the file was edited).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown {kind} `{text}`")]
+pub struct UnknownState {
+    pub kind: &'static str,
+    pub text: String,
+}
+
+macro_rules! text_enum {
+    ($(#[$doc:meta])* $name:ident, $kind:literal { $($(#[$variant_doc:meta])* $variant:ident => $text:literal,)+ }) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum $name {
+            $($(#[$variant_doc])* $variant,)+
+        }
+
+        impl $name {
+            pub const ALL: &'static [$name] = &[$($name::$variant,)+];
+
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $($name::$variant => $text,)+
+                }
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = UnknownState;
+
+            fn from_str(text: &str) -> Result<Self, UnknownState> {
+                match text {
+                    $($text => Ok($name::$variant),)+
+                    _ => Err(UnknownState { kind: $kind, text: text.to_owned() }),
+                }
+            }
+        }
+    };
+}
+
+text_enum!(
+    /// Whether a record's secret key was decrypted, and if not, why.
+    DecryptStatus, "decrypt status" {
+        Ok => "ok",
+        /// No private key of the record's version is configured (yet).
+        UnknownKeyVersion => "unknown_key_version",
+        /// The record carries no `encrypted_secret_key`.
+        Missing => "missing",
+        BadBase64 => "bad_base64",
+        /// RSA decryption failed: wrong key or bad padding.
+        BadCiphertext => "bad_ciphertext",
+        NotUtf8 => "not_utf8",
+        /// The item was not a message object at all; it is kept raw.
+        Malformed => "malformed",
+    }
+);
+
+text_enum!(
+    /// Where a mailbox entry stands.
+    MailboxState, "mailbox state" {
+        /// Waiting for the pull its event started; not yet announced.
+        AwaitingPull => "awaiting_pull",
+        /// Waiting for `spec_notify_app` to succeed.
+        PendingNotify => "pending_notify",
+        /// Announced; fetchable until it expires.
+        Notified => "notified",
+    }
+);
+
+text_enum!(
+    /// Where an asynchronous ability call stands.
+    JobState, "job state" {
+        /// Waiting to run.
+        Pending => "pending",
+        /// Result kept, not yet accepted by `program_async_job_call_back`.
+        Done => "done",
+        Delivered => "delivered",
+    }
+);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn states_round_trip_through_their_text_and_refuse_strangers() {
+        for status in DecryptStatus::ALL {
+            assert_eq!(status.as_str().parse::<DecryptStatus>(), Ok(*status));
+        }
+        for state in MailboxState::ALL {
+            assert_eq!(state.as_str().parse::<MailboxState>(), Ok(*state));
+        }
+        for state in JobState::ALL {
+            assert_eq!(state.to_string().parse::<JobState>(), Ok(*state));
+        }
+        assert!("sent".parse::<JobState>().is_err());
+    }
+}
