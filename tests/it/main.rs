@@ -7,4 +7,5 @@ mod crash;
 mod crypto;
 mod helpers;
 mod ingest;
+mod layering;
 mod rsa;
