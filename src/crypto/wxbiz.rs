@@ -7,7 +7,7 @@
 
 use aes::Aes256;
 use aes::cipher::block_padding::NoPadding;
-use aes::cipher::{BlockModeDecrypt, BlockModeEncrypt, KeyIvInit};
+use aes::cipher::{BlockModeDecrypt, BlockModeEncrypt, InnerIvInit, KeyInit};
 use base64::Engine;
 use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 use sha1::{Digest, Sha1};
@@ -42,6 +42,9 @@ const LENIENT_BASE64: GeneralPurpose = GeneralPurpose::new(
 pub struct WxBizMsgCrypt {
     token: String,
     key: [u8; AES_KEY_LEN],
+    /// The expanded key schedule, made once: every callback decrypts, and expanding the key
+    /// each time showed in the front door's profile.
+    cipher: Aes256,
 }
 
 impl std::fmt::Debug for WxBizMsgCrypt {
@@ -54,18 +57,23 @@ impl WxBizMsgCrypt {
     /// Derives the AES key; fails with -40004 unless `encoding_aes_key` is 43 base64 characters
     /// that decode to 32 bytes.
     pub fn new(token: &str, encoding_aes_key: &str) -> Result<Self, CryptoError> {
-        Ok(WxBizMsgCrypt { token: token.to_owned(), key: derive_aes_key(encoding_aes_key)? })
+        let key = derive_aes_key(encoding_aes_key)?;
+        Ok(WxBizMsgCrypt { token: token.to_owned(), key, cipher: Aes256::new(&key.into()) })
     }
 
     /// `hex_lower(SHA1(concat(sort([token, timestamp, nonce, encrypted]))))`.
     pub fn signature(&self, timestamp: &str, nonce: &str, encrypted: &str) -> String {
+        hex_lower(&self.digest(timestamp, nonce, encrypted))
+    }
+
+    fn digest(&self, timestamp: &str, nonce: &str, encrypted: &str) -> [u8; SIGNATURE_BYTES] {
         let mut parts = [self.token.as_bytes(), timestamp.as_bytes(), nonce.as_bytes(), encrypted.as_bytes()];
         parts.sort_unstable();
         let mut hasher = Sha1::new();
         for part in parts {
             hasher.update(part);
         }
-        hex_lower(&hasher.finalize())
+        hasher.finalize().into()
     }
 
     /// Checks `msg_signature` in constant time. Upper-case hex is accepted.
@@ -76,13 +84,10 @@ impl WxBizMsgCrypt {
         nonce: &str,
         encrypted: &str,
     ) -> Result<(), CryptoError> {
-        let expected = self.signature(timestamp, nonce, encrypted);
-        let given = msg_signature.to_ascii_lowercase();
-        if bool::from(expected.as_bytes().ct_eq(given.as_bytes())) {
-            Ok(())
-        } else {
-            Err(CryptoError::ValidateSignature)
-        }
+        // Decode the given hex (either case) rather than format ours: no allocation on this path.
+        let given: [u8; SIGNATURE_BYTES] = decode_hex(msg_signature).ok_or(CryptoError::ValidateSignature)?;
+        let expected = self.digest(timestamp, nonce, encrypted);
+        if bool::from(expected.ct_eq(&given)) { Ok(()) } else { Err(CryptoError::ValidateSignature) }
     }
 
     /// Verifies the signature, then decrypts, then checks the ReceiveId with `accept`.
@@ -96,26 +101,50 @@ impl WxBizMsgCrypt {
         accept_receive_id: impl Fn(&[u8]) -> bool,
     ) -> Result<Vec<u8>, CryptoError> {
         self.verify_signature(msg_signature, timestamp, nonce, encrypted)?;
-        let (msg, receive_id) = self.decrypt(encrypted)?;
-        if accept_receive_id(&receive_id) { Ok(msg) } else { Err(CryptoError::ValidateReceiveId) }
+        self.decrypt_for(encrypted, accept_receive_id)
+    }
+
+    /// Decrypts base64 `encrypted` and returns the message if `accept_receive_id` accepts its
+    /// ReceiveId. Like [`WxBizMsgCrypt::decrypt`], checks no signature; one allocation.
+    pub fn decrypt_for(
+        &self,
+        encrypted: &str,
+        accept_receive_id: impl Fn(&[u8]) -> bool,
+    ) -> Result<Vec<u8>, CryptoError> {
+        let (mut buffer, msg_end) = self.decrypt_in_place(encrypted)?;
+        if !accept_receive_id(&buffer[msg_end..]) {
+            return Err(CryptoError::ValidateReceiveId);
+        }
+        buffer.truncate(msg_end);
+        buffer.drain(..RANDOM_PREFIX_LEN + LENGTH_FIELD_LEN);
+        Ok(buffer)
     }
 
     /// Decrypts base64 `encrypted` into `(msg, receive_id)`. Does not check the signature:
     /// use [`WxBizMsgCrypt::open`] for anything that came over the network.
     pub fn decrypt(&self, encrypted: &str) -> Result<(Vec<u8>, Vec<u8>), CryptoError> {
+        let (mut buffer, msg_end) = self.decrypt_in_place(encrypted)?;
+        let receive_id = buffer.split_off(msg_end);
+        buffer.drain(..RANDOM_PREFIX_LEN + LENGTH_FIELD_LEN);
+        Ok((buffer, receive_id))
+    }
+
+    /// The unpadded plaintext `random | len | msg | receive_id`, and where `msg` ends.
+    fn decrypt_in_place(&self, encrypted: &str) -> Result<(Vec<u8>, usize), CryptoError> {
         let mut buffer = LENIENT_BASE64.decode(encrypted).map_err(|_| CryptoError::DecodeBase64)?;
         if buffer.is_empty() || buffer.len() % AES_BLOCK != 0 {
             return Err(CryptoError::DecryptAes);
         }
         let iv = self.iv();
-        let plain_len = cbc::Decryptor::<Aes256>::new(&self.key.into(), &iv.into())
+        let plain_len = cbc::Decryptor::<Aes256>::inner_iv_init(self.cipher.clone(), &iv.into())
             .decrypt_padded::<NoPadding>(&mut buffer)
             .map_err(|_| CryptoError::DecryptAes)?
             .len();
         buffer.truncate(plain_len);
         let unpadded_len = strip_pad(&buffer)?;
         buffer.truncate(unpadded_len);
-        split_layout(buffer)
+        let msg_end = message_end(&buffer)?;
+        Ok((buffer, msg_end))
     }
 
     /// Encrypts `msg` for `receive_id` with the given random prefix, returning base64.
@@ -134,7 +163,7 @@ impl WxBizMsgCrypt {
         buffer.resize(content_len + pad, pad as u8);
         let total = buffer.len();
         let iv = self.iv();
-        let encrypted = cbc::Encryptor::<Aes256>::new(&self.key.into(), &iv.into())
+        let encrypted = cbc::Encryptor::<Aes256>::inner_iv_init(self.cipher.clone(), &iv.into())
             .encrypt_padded::<NoPadding>(&mut buffer, total)
             .map(<[u8]>::to_vec)
             // The buffer length is a multiple of 32 by construction, so NoPadding cannot fail.
@@ -192,8 +221,8 @@ fn strip_pad(buffer: &[u8]) -> Result<usize, CryptoError> {
     Ok(body_len)
 }
 
-/// Splits `random | len | msg | receive_id` into `(msg, receive_id)`, bounds-checked.
-fn split_layout(mut buffer: Vec<u8>) -> Result<(Vec<u8>, Vec<u8>), CryptoError> {
+/// Where `msg` ends in `random | len | msg | receive_id`, bounds-checked.
+fn message_end(buffer: &[u8]) -> Result<usize, CryptoError> {
     let header_len = RANDOM_PREFIX_LEN + LENGTH_FIELD_LEN;
     let Some(length_field) = buffer.get(RANDOM_PREFIX_LEN..header_len) else {
         return Err(CryptoError::IllegalBuffer);
@@ -205,9 +234,31 @@ fn split_layout(mut buffer: Vec<u8>) -> Result<(Vec<u8>, Vec<u8>), CryptoError> 
     if msg_end > buffer.len() {
         return Err(CryptoError::IllegalBuffer);
     }
-    let receive_id = buffer.split_off(msg_end);
-    buffer.drain(..header_len);
-    Ok((buffer, receive_id))
+    Ok(msg_end)
+}
+
+/// SHA1's output length.
+const SIGNATURE_BYTES: usize = 20;
+
+/// `text` as exactly `N` bytes of hex (upper or lower case), or `None`.
+fn decode_hex<const N: usize>(text: &str) -> Option<[u8; N]> {
+    fn nibble(digit: u8) -> Option<u8> {
+        match digit {
+            b'0'..=b'9' => Some(digit - b'0'),
+            b'a'..=b'f' => Some(digit - b'a' + 10),
+            b'A'..=b'F' => Some(digit - b'A' + 10),
+            _ => None,
+        }
+    }
+    let digits = text.as_bytes();
+    if digits.len() != N * 2 {
+        return None;
+    }
+    let mut out = [0u8; N];
+    for (byte, pair) in out.iter_mut().zip(digits.chunks_exact(2)) {
+        *byte = nibble(pair[0])? << 4 | nibble(pair[1])?;
+    }
+    Some(out)
 }
 
 fn hex_lower(bytes: &[u8]) -> String {
@@ -244,14 +295,30 @@ mod tests {
 
     #[test]
     fn layout_bounds_are_checked_before_slicing() {
-        assert_eq!(split_layout(vec![0; 19]), Err(CryptoError::IllegalBuffer));
+        assert_eq!(message_end(&[0; 19]), Err(CryptoError::IllegalBuffer));
         let mut declares_too_much = vec![0; 16];
         declares_too_much.extend_from_slice(&5u32.to_be_bytes());
         declares_too_much.extend_from_slice(b"abcd");
-        assert_eq!(split_layout(declares_too_much), Err(CryptoError::IllegalBuffer));
+        assert_eq!(message_end(&declares_too_much), Err(CryptoError::IllegalBuffer));
         let mut huge = vec![0; 16];
         huge.extend_from_slice(&u32::MAX.to_be_bytes());
-        assert_eq!(split_layout(huge), Err(CryptoError::IllegalBuffer));
+        assert_eq!(message_end(&huge), Err(CryptoError::IllegalBuffer));
+        let mut fits = vec![0; 16];
+        fits.extend_from_slice(&2u32.to_be_bytes());
+        fits.extend_from_slice(b"hiww");
+        assert_eq!(message_end(&fits), Ok(22));
+    }
+
+    #[test]
+    fn signatures_are_checked_in_either_case_and_by_length() {
+        let crypto = WxBizMsgCrypt::new("token", "jWmYm7qr5nMoAUwZRjGtBxmz3KA1tkAj3ykkR6q2B2C").unwrap();
+        let signature = crypto.signature("1", "2", "abc");
+        assert_eq!(crypto.verify_signature(&signature, "1", "2", "abc"), Ok(()));
+        assert_eq!(crypto.verify_signature(&signature.to_uppercase(), "1", "2", "abc"), Ok(()));
+        assert!(crypto.verify_signature(&signature[..39], "1", "2", "abc").is_err());
+        assert!(crypto.verify_signature(&format!("{signature}0"), "1", "2", "abc").is_err());
+        assert!(crypto.verify_signature(&signature.replace(&signature[..1], "g"), "1", "2", "abc").is_err());
+        assert!(crypto.verify_signature(&signature, "1", "2", "abd").is_err());
     }
 
     #[test]

@@ -19,7 +19,7 @@ use crate::domain::{AbilityCall, Clock, CorpId, DeliveryKey, DispatchError, Disp
 use crate::metrics::Metrics;
 
 pub use decode::{DecodeError, Inbound, decode};
-pub use dedup::DeliveryLog;
+pub use dedup::{Acknowledgement, DeliveryLog};
 pub use query::CallbackQuery;
 
 /// How many deliveries the duplicate filter remembers at most.
@@ -95,7 +95,8 @@ impl FrontDoor {
         let echostr = query.echostr.as_deref().ok_or(InboundError::MissingParameter("echostr"))?;
         let signed = query.signed()?;
         let corp = self.resolve_corp(corp_hint, None, &signed, echostr)?;
-        let msg = self.open(corp, &signed, echostr)?;
+        self.authenticate(corp, &signed, echostr)?;
+        let msg = self.decrypt(corp, echostr)?;
         Ok(Reply::Text(msg))
     }
 
@@ -110,9 +111,16 @@ impl FrontDoor {
         let query = CallbackQuery::parse(raw_query);
         let signed = query.signed()?;
         let corp = self.resolve_corp(corp_hint, envelope.to_user_name.as_deref(), &signed, &envelope.encrypt)?;
-        let plaintext = self.open(corp, &signed, &envelope.encrypt)?;
-        let inbound = decode(&plaintext)?;
+        self.authenticate(corp, &signed, &envelope.encrypt)?;
+        // An authenticated retry of a delivery accepted before is answered as it was, unopened:
+        // same corp, same ciphertext, so decryption and decoding would repeat what passed then.
         let delivery = DeliveryLog::key(&corp.config.corp_id, &envelope.encrypt);
+        if let Some(acknowledgement) = self.deliveries.acknowledgement(&delivery) {
+            self.count_duplicate();
+            return Ok(self.acknowledge(corp, acknowledgement, envelope.format));
+        }
+        let plaintext = self.decrypt(corp, &envelope.encrypt)?;
+        let inbound = decode(&plaintext)?;
         self.handle(corp, inbound, delivery, envelope.format).await
     }
 
@@ -132,14 +140,14 @@ impl FrontDoor {
                 Event::Zone(event)
             }
         };
-        let reply = match &event {
-            Event::Classic { .. } => Reply::Text(b"success".to_vec()),
-            Event::Zone(_) => self.seal(corp, &ok_output(), format),
+        let acknowledgement = match &event {
+            Event::Classic { .. } => Acknowledgement::Success,
+            Event::Zone(_) => Acknowledgement::SealedOk,
         };
-        if let Some(accepted) = self.first_delivery(delivery, label) {
+        if let Some(accepted) = self.first_delivery(delivery, label, acknowledgement) {
             accepted.finish(self.dispatcher.accept_event(event, delivery).await)?;
         }
-        Ok(reply)
+        Ok(self.acknowledge(corp, acknowledgement, format))
     }
 
     async fn handle_call(
@@ -157,19 +165,23 @@ impl FrontDoor {
             let output = self.dispatcher.call_ability(call).await;
             return Ok(self.seal(corp, &output, format));
         }
-        if let Some(accepted) = self.first_delivery(delivery, label) {
+        if let Some(accepted) = self.first_delivery(delivery, label, Acknowledgement::SealedOk) {
             accepted.finish(self.dispatcher.accept_async_call(call, delivery).await)?;
         }
-        Ok(self.seal(corp, &ok_output(), format))
+        Ok(self.acknowledge(corp, Acknowledgement::SealedOk, format))
     }
 
     /// Marks `delivery` seen. `None` for a duplicate, acknowledged without processing; otherwise a
     /// guard that forgets the mark unless the delivery's work finishes, so WeCom's retry of a
     /// delivery that failed (or whose request was cancelled) is processed.
-    fn first_delivery(&self, delivery: DeliveryKey, label: &'static str) -> Option<Accepted<'_>> {
-        if !self.deliveries.first_delivery(delivery) {
-            self.metrics.duplicate_delivery();
-            tracing::debug!(kind = label, "duplicate delivery acknowledged, not processed again");
+    fn first_delivery(
+        &self,
+        delivery: DeliveryKey,
+        label: &'static str,
+        acknowledgement: Acknowledgement,
+    ) -> Option<Accepted<'_>> {
+        if !self.deliveries.first_delivery(delivery, acknowledgement) {
+            self.count_duplicate();
             return None;
         }
         self.metrics.inbound(label);
@@ -214,25 +226,37 @@ impl FrontDoor {
             })
     }
 
-    /// Signature first (so nothing unauthenticated reaches the CBC decryptor), then the clock,
-    /// then decryption and the ReceiveId.
-    fn open(
+    fn count_duplicate(&self) {
+        self.metrics.duplicate_delivery();
+        tracing::debug!("duplicate delivery acknowledged, not processed again");
+    }
+
+    fn acknowledge(&self, corp: &CorpEndpoint, acknowledgement: Acknowledgement, format: EnvelopeFormat) -> Reply {
+        match acknowledgement {
+            Acknowledgement::Success => Reply::Text(b"success".to_vec()),
+            Acknowledgement::SealedOk => self.seal(corp, &ok_output(), format),
+        }
+    }
+
+    /// The signature (so nothing unauthenticated reaches the CBC decryptor), then the clock.
+    fn authenticate(
         &self,
         corp: &CorpEndpoint,
         signed: &query::SignedQuery<'_>,
         encrypted: &str,
-    ) -> Result<Vec<u8>, InboundError> {
-        let count_failure = |error: &CryptoError| self.metrics.decrypt_failure(error.reason());
+    ) -> Result<(), InboundError> {
         corp.crypto
             .verify_signature(signed.msg_signature, signed.timestamp, signed.nonce, encrypted)
-            .inspect_err(count_failure)?;
-        self.check_clock_skew(signed.timestamp)?;
-        let (msg, receive_id) = corp.crypto.decrypt(encrypted).inspect_err(count_failure)?;
-        if !corp.config.accepts_receive_id(&receive_id) {
-            count_failure(&CryptoError::ValidateReceiveId);
-            return Err(CryptoError::ValidateReceiveId.into());
-        }
-        Ok(msg)
+            .inspect_err(|error| self.metrics.decrypt_failure(error.reason()))?;
+        self.check_clock_skew(signed.timestamp)
+    }
+
+    /// Decryption and the ReceiveId; call only after [`FrontDoor::authenticate`].
+    fn decrypt(&self, corp: &CorpEndpoint, encrypted: &str) -> Result<Vec<u8>, InboundError> {
+        corp.crypto
+            .decrypt_for(encrypted, |receive_id| corp.config.accepts_receive_id(receive_id))
+            .inspect_err(|error| self.metrics.decrypt_failure(error.reason()))
+            .map_err(InboundError::from)
     }
 
     fn check_clock_skew(&self, timestamp: &str) -> Result<(), InboundError> {
