@@ -29,6 +29,14 @@ pub trait Worker: Send + Sync + 'static {
     fn round(&self) -> BoxFuture<'_, Round>;
 }
 
+/// A round that may fail outright: the failure is logged (as `worker`) and backed off from.
+pub fn logged<E: std::fmt::Display>(worker: &'static str, outcome: Result<Round, E>) -> Round {
+    outcome.unwrap_or_else(|error| {
+        tracing::warn!(worker, %error, "round failed; backing off");
+        Round::Failed
+    })
+}
+
 /// Capped exponential backoff with full jitter: before retry `n` (from 0), a random delay in
 /// `[0, min(max, base * 2^n)]`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 use tokio::sync::Notify;
 
 use super::Abilities;
-use crate::background::{Round, Worker};
+use crate::background::{self, Round, Worker};
 use crate::domain::{AbilityCall, BoxFuture, Clock, DeliveryKey, JobState};
 use crate::mailbox::Mailbox;
 use crate::store::{Job, JobStore, NewJob, StoreError, blocking};
@@ -123,11 +123,6 @@ impl JobRunner {
 /// The runner: runs pending jobs and delivers their results until WeCom accepts them.
 impl Worker for JobRunner {
     fn round(&self) -> BoxFuture<'_, Round> {
-        Box::pin(async move {
-            self.run_round().await.unwrap_or_else(|error| {
-                tracing::warn!(%error, "async jobs round failed");
-                Round::Failed
-            })
-        })
+        Box::pin(async move { background::logged("async jobs", self.run_round().await) })
     }
 }

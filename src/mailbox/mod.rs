@@ -15,7 +15,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use tokio::sync::Notify;
 
-use crate::background::{Round, Worker};
+use crate::background::{self, Round, Worker};
 use crate::domain::{BoxFuture, ClassicEvent, Clock, CorpId, Event, EventKind, NotifyId, ZoneEvent};
 use crate::ingest::PullListener;
 use crate::store::{MailboxEntry, MailboxStore, NewMailboxEntry, StoreError, blocking};
@@ -213,12 +213,7 @@ impl Mailbox {
 /// The notifier: announces pending entries with `spec_notify_app` and expires old ones.
 impl Worker for Mailbox {
     fn round(&self) -> BoxFuture<'_, Round> {
-        Box::pin(async move {
-            self.notify_round().await.unwrap_or_else(|error| {
-                tracing::warn!(%error, "mailbox round failed");
-                Round::Failed
-            })
-        })
+        Box::pin(async move { background::logged("mailbox notifier", self.notify_round().await) })
     }
 }
 
