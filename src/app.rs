@@ -198,3 +198,31 @@ pub enum RunError {
     #[error("{0}")]
     Io(#[from] std::io::Error),
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use super::*;
+
+    /// A store whose health a test switches: one aggregate trait is small enough to fake.
+    struct SwitchableHealth(AtomicBool);
+
+    impl StoreHealth for SwitchableHealth {
+        fn check(&self) -> Result<(), StoreError> {
+            if self.0.load(Ordering::SeqCst) { Ok(()) } else { Err(StoreError::Database("disk gone".into())) }
+        }
+    }
+
+    #[tokio::test]
+    async fn readiness_follows_the_store_without_a_request_touching_it() {
+        let health = Arc::new(SwitchableHealth(AtomicBool::new(false)));
+        let readiness = Arc::new(Readiness::new(true));
+        let probe = ReadinessProbe { store: Arc::clone(&health) as _, readiness: Arc::clone(&readiness) };
+        assert_eq!(probe.round().await, Round::Idle);
+        assert!(!readiness.is_ready(), "a failing store makes the service unready");
+        health.0.store(true, Ordering::SeqCst);
+        probe.round().await;
+        assert!(readiness.is_ready());
+    }
+}

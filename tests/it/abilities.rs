@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use wecom_zone::client::{Answer, ZoneClient};
 use wecom_zone::crypto::{EnvelopeFormat, WxBizMsgCrypt};
-use wecom_zone::domain::{JobState, unix_now};
+use wecom_zone::domain::{Clock, JobState, unix_now};
 use wecom_zone::simulator::Simulator;
 use wecom_zone::store::{JobStore, MailboxStore};
 
@@ -191,6 +191,32 @@ async fn unknown_and_expired_notify_ids_answer_710646() {
     let expired = call_with(&fixture.client, "get_callback_data", "{}", &notify_id).await;
     assert_eq!(expired["errcode"], 710646);
     fixture.service.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_notify_id_expires_when_the_service_clock_passes_its_ttl() {
+    let keys = vector_keys();
+    let publics = keys.iter().map(|(v, _, public)| (*v, public.clone())).collect();
+    let simulator = Simulator::start(simulator_config(10, publics)).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let privates: Vec<_> = keys.iter().map(|(v, private, _)| (*v, private.clone())).collect();
+    // The client signs with the real time: the clock moves less than the allowed skew (300 s).
+    let extra = "[mailbox]\nttl_s = 100";
+    let config = service_config_with(&simulator, &privates, &dir.path().join("db.sqlite"), 100, extra);
+    let clock = Clock::manual(unix_now());
+    let service = RunningService::start_with_clock(&config, clock.clone()).await;
+    let client = simulator.client_for(&service.url).unwrap();
+    let event = wecom_zone::client::zone_event(CORP, "hit_keyword", &json!({"token": "T"}));
+    client.send(&event, EnvelopeFormat::Json).await.unwrap();
+    let notify_id = wait_for_notify_id(&simulator, 2, 0).await;
+
+    clock.advance(99);
+    let fresh = call_with(&client, "get_callback_data", "{}", &notify_id).await;
+    assert_eq!(fresh["hit_keyword"]["token"], "T", "fetchable until the ttl passes");
+    clock.advance(2);
+    let expired = call_with(&client, "get_callback_data", "{}", &notify_id).await;
+    assert_eq!(expired, json!({"errcode": 710646, "errmsg": "invalid notify_id"}));
+    service.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -13,7 +13,7 @@ use wecom_zone::client::Answer;
 use wecom_zone::config::Config;
 use wecom_zone::crypto::EnvelopeFormat;
 use wecom_zone::crypto::generate_key_pair_pem;
-use wecom_zone::domain::DecryptStatus;
+use wecom_zone::domain::{Clock, DecryptStatus};
 use wecom_zone::simulator::{Simulator, SimulatorConfig};
 use wecom_zone::store::{RecordStore, SqliteStore};
 
@@ -92,8 +92,12 @@ pub struct RunningService {
 
 impl RunningService {
     pub async fn start(config_text: &str) -> RunningService {
+        Self::start_with_clock(config_text, Clock::system()).await
+    }
+
+    pub async fn start_with_clock(config_text: &str, clock: Clock) -> RunningService {
         let config = Config::from_toml_str(config_text, Vec::new(), None).unwrap();
-        let service = wecom_zone::app::start(config).unwrap();
+        let service = wecom_zone::app::start_with_clock(config, clock).unwrap();
         let store = Arc::clone(&service.store);
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
