@@ -63,8 +63,8 @@ fn inbound_status(error: &InboundError) -> (StatusCode, i32) {
         InboundError::MissingParameter(_) | InboundError::StaleTimestamp => {
             (StatusCode::UNAUTHORIZED, CryptoError::ValidateSignature.code())
         }
-        InboundError::UnknownCorp(_) => (StatusCode::NOT_FOUND, INVALID_CORP_ID),
-        InboundError::CorpMismatch { .. } => (StatusCode::FORBIDDEN, CryptoError::ValidateReceiveId.code()),
+        InboundError::UnknownCorp => (StatusCode::NOT_FOUND, INVALID_CORP_ID),
+        InboundError::CorpMismatch => (StatusCode::FORBIDDEN, CryptoError::ValidateReceiveId.code()),
         InboundError::Decode(_) => (StatusCode::BAD_REQUEST, PARSE_ERROR),
         InboundError::Dispatch(_) => (StatusCode::INTERNAL_SERVER_ERROR, SYSTEM_BUSY),
     }

@@ -27,7 +27,7 @@ pub enum DecodeError {
     InvalidXml,
     #[error("decrypted JSON is not a zone request: {0}")]
     InvalidZoneRequest(String),
-    #[error("unsupported call_type {0}")]
+    #[error("unsupported call_type")]
     UnsupportedCallType(i64),
     #[error("zone event data is not a JSON object with event_type")]
     InvalidEventData,

@@ -34,10 +34,12 @@ pub enum InboundError {
     MissingParameter(&'static str),
     #[error("timestamp is outside the allowed clock skew")]
     StaleTimestamp,
-    #[error("unknown corp {0}")]
-    UnknownCorp(String),
-    #[error("request names corp {named} but was addressed to {addressed}")]
-    CorpMismatch { named: String, addressed: CorpId },
+    /// The path or `ToUserName` names no configured corp. Which name is not said: a refusal
+    /// echoes nothing the caller sent.
+    #[error("unknown corp")]
+    UnknownCorp,
+    #[error("the request names a corp other than the one it was addressed to")]
+    CorpMismatch,
     #[error("{0}")]
     Decode(#[from] DecodeError),
     #[error("{0}")]
@@ -198,11 +200,7 @@ impl FrontDoor {
         encrypted: &str,
     ) -> Result<&CorpEndpoint, InboundError> {
         if let Some(corp_id) = corp_hint {
-            return self
-                .corps
-                .iter()
-                .find(|corp| corp.config.corp_id == corp_id)
-                .ok_or_else(|| InboundError::UnknownCorp(corp_id.to_owned()));
+            return self.corps.iter().find(|corp| corp.config.corp_id == corp_id).ok_or(InboundError::UnknownCorp);
         }
         if let Some(name) = to_user_name {
             return self
@@ -210,7 +208,7 @@ impl FrontDoor {
                 .iter()
                 .find(|corp| corp.config.corp_id == name)
                 .or_else(|| self.corps.iter().find(|corp| corp.config.accepts_receive_id(name.as_bytes())))
-                .ok_or_else(|| InboundError::UnknownCorp(name.to_owned()));
+                .ok_or(InboundError::UnknownCorp);
         }
         if let [only] = self.corps.as_slice() {
             return Ok(only);
@@ -319,6 +317,6 @@ fn claim_corp(corp: &CorpConfig, named: &mut CorpId) -> Result<(), InboundError>
         named.clone_from(&corp.corp_id);
         Ok(())
     } else {
-        Err(InboundError::CorpMismatch { named: named.to_string(), addressed: corp.corp_id.clone() })
+        Err(InboundError::CorpMismatch)
     }
 }

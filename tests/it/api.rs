@@ -170,6 +170,23 @@ async fn a_receive_id_or_corp_mismatch_is_403() {
 }
 
 #[tokio::test]
+async fn refusals_echo_nothing_the_caller_sent() {
+    let app = spawn_app().await;
+    let marker = "wwMARKERmarker7f3a9";
+    let signed = app.signed_now(MSGAUDIT_NOTIFY);
+    let by_path = app.post_xml(&format!("/callback/{marker}"), &signed, CORP_ID).await;
+    let by_to_user_name = app.post_xml("/", &signed, marker).await;
+    let naming_another_corp = zone_event("hit_keyword", json!({})).replace(CORP_ID, marker);
+    let by_corpid = app.post_json("/", &app.signed_now(&naming_another_corp), CORP_ID).await;
+    for (response, status) in [(by_path, 404), (by_to_user_name, 404), (by_corpid, 403)] {
+        assert_eq!(response.status(), status);
+        let body = response.text().await.unwrap();
+        assert!(!body.contains(marker) && !body.to_lowercase().contains(&marker.to_lowercase()), "{body}");
+        assert!(!body.contains(CORP_ID), "nor the corp it was addressed to: {body}");
+    }
+}
+
+#[tokio::test]
 async fn unknown_corps_are_404() {
     let app = spawn_app().await;
     let signed = app.signed_now(MSGAUDIT_NOTIFY);
