@@ -362,6 +362,40 @@ fn validate_corps(corps: &[CorpConfig], padding: RsaPadding) -> Result<(), Confi
             ConfigError::invalid(key("private_keys"), format!("version {version}: {error}"))
         })?;
     }
+    refuse_shared_identities(corps)
+}
+
+/// Two corps must never be confusable: a request for one could otherwise be authenticated, or
+/// addressed, as the other. So no two share a callback Token + EncodingAESKey, and no receive id
+/// (a corp id or one of `receive_ids`) belongs to two corps.
+fn refuse_shared_identities(corps: &[CorpConfig]) -> Result<(), ConfigError> {
+    for (later, corp) in corps.iter().enumerate().skip(1) {
+        for earlier in &corps[..later] {
+            let key = |field: &str| format!("corp[{later}].{field}");
+            if corp.token.expose() == earlier.token.expose()
+                && corp.encoding_aes_key.expose() == earlier.encoding_aes_key.expose()
+            {
+                return Err(ConfigError::invalid(
+                    key("token"),
+                    format!(
+                        "corp {} uses the same token and encoding_aes_key; each corp needs its own",
+                        earlier.corp_id
+                    ),
+                ));
+            }
+            let receive_ids = |of: &CorpConfig| {
+                std::iter::once(of.corp_id.to_string())
+                    .chain(of.extra_receive_ids.iter().cloned())
+                    .collect::<BTreeSet<_>>()
+            };
+            if let Some(shared) = receive_ids(corp).intersection(&receive_ids(earlier)).next() {
+                return Err(ConfigError::invalid(
+                    key("receive_ids"),
+                    format!("receive id `{shared}` also belongs to corp {}", earlier.corp_id),
+                ));
+            }
+        }
+    }
     Ok(())
 }
 

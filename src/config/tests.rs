@@ -99,3 +99,20 @@ fn problems_are_reported_with_their_key() {
         assert!(!message.contains("app-secret-value"));
     }
 }
+
+#[test]
+fn two_corps_may_share_neither_callback_keys_nor_a_receive_id() {
+    let second = |corp_id: &str, token: &str, receive_ids: &str| {
+        format!(
+            "{MINIMAL}\n[[corp]]\ncorp_id = \"{corp_id}\"\nsecret = \"s2\"\ntoken = \"{token}\"\n\
+             encoding_aes_key = \"6qkdMrq68nTKduznJYO1A37W2oEgpkMUvkttRToqhUt\"\nreceive_ids = [{receive_ids}]\n"
+        )
+    };
+    assert!(load(&second("wwsecond", "OtherToken", ""), &[]).is_ok(), "distinct corps are fine");
+    let same_keys = MINIMAL.replace("ww0123456789abcdef", "wwsecond");
+    let error = error_of(&format!("{MINIMAL}{same_keys}"), &[]);
+    assert!(error.starts_with("corp[1].token:") && error.contains("same token and encoding_aes_key"), "{error}");
+    let error = error_of(&second("wwsecond", "OtherToken", "\"ww0123456789abcdef\""), &[]);
+    assert!(error.starts_with("corp[1].receive_ids:"), "{error}");
+    assert!(!error.contains("app-secret-value") && !error.contains("QDG6eK"), "no secret in the message: {error}");
+}
