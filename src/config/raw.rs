@@ -195,12 +195,15 @@ struct RawCorp {
     #[serde(default)]
     private_keys: Vec<RawPrivateKey>,
     // Each secret may be inline, a file path (`*_file`) or an environment variable name (`*_env`).
+    #[serde(default, deserialize_with = "secret_text")]
     secret: Option<String>,
     secret_file: Option<PathBuf>,
     secret_env: Option<String>,
+    #[serde(default, deserialize_with = "secret_text")]
     token: Option<String>,
     token_file: Option<PathBuf>,
     token_env: Option<String>,
+    #[serde(default, deserialize_with = "secret_text")]
     encoding_aes_key: Option<String>,
     encoding_aes_key_file: Option<PathBuf>,
     encoding_aes_key_env: Option<String>,
@@ -212,6 +215,7 @@ struct RawPrivateKey {
     #[serde(deserialize_with = "lenient")]
     version: u32,
     path: Option<PathBuf>,
+    #[serde(default, deserialize_with = "secret_text")]
     pem: Option<String>,
     pem_env: Option<String>,
 }
@@ -288,8 +292,18 @@ impl RawUpstream {
     fn validate(self) -> Result<UpstreamConfig, ConfigError> {
         let url = reqwest::Url::parse(&self.base_url)
             .map_err(|error| ConfigError::invalid("upstream.base_url", format!("is not a URL: {error}")))?;
-        if !matches!(url.scheme(), "http" | "https") {
-            return Err(ConfigError::invalid("upstream.base_url", "must be http or https"));
+        match url.scheme() {
+            "https" => {}
+            // Plain HTTP would carry `corpsecret` and every access_token in clear: only to this
+            // machine (a simulator, a local proxy).
+            "http" if is_loopback(&url) => {}
+            "http" => {
+                return Err(ConfigError::invalid(
+                    "upstream.base_url",
+                    "must be https (plain http is allowed only to a loopback address)",
+                ));
+            }
+            _ => return Err(ConfigError::invalid("upstream.base_url", "must be http or https")),
         }
         if self.timeout_ms == 0 {
             return Err(ConfigError::invalid("upstream.timeout_ms", "must be positive"));
@@ -305,6 +319,14 @@ impl RawUpstream {
             retry_max: Duration::from_millis(self.retry_max_ms),
             token_refresh_margin: Duration::from_secs(self.token_refresh_margin_s),
         })
+    }
+}
+
+fn is_loopback(url: &reqwest::Url) -> bool {
+    match url.host_str() {
+        Some(host) if host.eq_ignore_ascii_case("localhost") => true,
+        Some(host) => host.trim_matches(['[', ']']).parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback()),
+        None => false,
     }
 }
 
@@ -378,6 +400,16 @@ fn resolve_secret(
         _ => return Err(ConfigError::invalid(key, "give only one of the inline, *_file and *_env forms")),
     };
     Ok(Secret { value: SecretString::from(value), origin })
+}
+
+/// An inline secret: a string, or an error that does not repeat the value (serde's own message for
+/// `token = 123456` would quote the number).
+fn secret_text<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<String>, D::Error> {
+    match Option::<toml::Value>::deserialize(deserializer)? {
+        None => Ok(None),
+        Some(toml::Value::String(text)) => Ok(Some(text)),
+        Some(_) => Err(D::Error::custom("must be a string (put the value in quotes)")),
+    }
 }
 
 /// Accepts a value of type `T` or a string that parses as one (environment overrides are strings).

@@ -116,3 +116,23 @@ fn two_corps_may_share_neither_callback_keys_nor_a_receive_id() {
     assert!(error.starts_with("corp[1].receive_ids:"), "{error}");
     assert!(!error.contains("app-secret-value") && !error.contains("QDG6eK"), "no secret in the message: {error}");
 }
+
+#[test]
+fn a_secret_of_the_wrong_type_is_refused_without_its_value() {
+    let text = MINIMAL.replace("token = \"QDG6eK\"", "token = 123456");
+    let error = error_of(&text, &[]);
+    assert!(error.starts_with("corp[0].token:") || error.contains("token"), "{error}");
+    assert!(!error.contains("123456"), "the value is not repeated: {error}");
+}
+
+#[test]
+fn plain_http_upstream_is_allowed_only_to_loopback() {
+    let with = |url: &str| load(&format!("[upstream]\nbase_url = \"{url}\"\n{MINIMAL}"), &[]);
+    for allowed in ["https://qyapi.weixin.qq.com", "http://127.0.0.1:9000", "http://localhost:1", "http://[::1]:8"] {
+        assert!(with(allowed).is_ok(), "{allowed}");
+    }
+    for refused in ["http://qyapi.weixin.qq.com", "http://10.0.0.5:8080", "http://127.0.0.1.example.com"] {
+        let error = with(refused).unwrap_err().to_string();
+        assert!(error.starts_with("upstream.base_url:") && error.contains("https"), "{refused}: {error}");
+    }
+}

@@ -31,7 +31,7 @@ use crate::domain::UnknownState;
 pub enum StoreError {
     #[error("database error: {0}")]
     Database(String),
-    #[error("cannot create the data folder {path}: {source}")]
+    #[error("cannot create {path}: {source}")]
     CreateDir { path: std::path::PathBuf, source: std::io::Error },
     #[error("a storage worker stopped unexpectedly")]
     WorkerLost,

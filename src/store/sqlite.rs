@@ -125,12 +125,14 @@ pub struct SqliteStore {
 }
 
 impl SqliteStore {
-    /// Opens (creating the folder and file if needed) and migrates.
+    /// Opens (creating the folder and file if needed) and migrates. A folder it creates is 0700
+    /// and a database file it creates is 0600; SQLite gives the WAL and SHM files the database
+    /// file's mode, so chat records and secret keys are readable by the service's user alone.
     pub fn open(path: &Path) -> Result<SqliteStore, StoreError> {
         if let Some(parent) = path.parent().filter(|parent| !parent.as_os_str().is_empty()) {
-            std::fs::create_dir_all(parent)
-                .map_err(|source| StoreError::CreateDir { path: parent.to_path_buf(), source })?;
+            private_dir(parent).map_err(|source| StoreError::CreateDir { path: parent.to_path_buf(), source })?;
         }
+        private_file(path).map_err(|source| StoreError::CreateDir { path: path.to_path_buf(), source })?;
         Self::from_connection(Connection::open(path)?)
     }
 
@@ -153,6 +155,27 @@ impl SqliteStore {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Connection> {
         self.connection.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+fn private_dir(path: &Path) -> std::io::Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(path)
+}
+
+/// Creates an empty file with mode 0600 unless one exists (SQLite then opens it as a new database).
+fn private_file(path: &Path) -> std::io::Result<()> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    match options.open(path) {
+        Ok(_) => Ok(()),
+        Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(error) => Err(error),
     }
 }
 

@@ -99,3 +99,19 @@ fn the_schema_survives_reopening_and_refuses_newer_versions() {
     drop(connection);
     assert!(matches!(SqliteStore::open(&path), Err(StoreError::SchemaTooNew { found: 99, .. })));
 }
+
+#[cfg(unix)]
+#[test]
+fn the_database_and_its_wal_are_private_to_the_service_user() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let folder = dir.path().join("data");
+    let path = folder.join("db.sqlite");
+    let store = SqliteStore::open(&path).unwrap();
+    store.commit_page(&page(None, "c1", vec![record("m1", DecryptStatus::Ok, 1)])).unwrap();
+    let mode = |path: &std::path::Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&folder), 0o700);
+    for file in ["db.sqlite", "db.sqlite-wal", "db.sqlite-shm"] {
+        assert_eq!(mode(&folder.join(file)), 0o600, "{file}");
+    }
+}
