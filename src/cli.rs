@@ -153,8 +153,8 @@ impl CliError {
     }
 }
 
-fn runtime_error(context: &str) -> impl FnOnce(&dyn std::fmt::Display) -> CliError + '_ {
-    move |error| CliError::Runtime(format!("{context}: {error}"))
+fn runtime_error(context: &str, error: impl std::fmt::Display) -> CliError {
+    CliError::Runtime(format!("{context}: {error}"))
 }
 
 /// Parses `std::env::args`, runs the command and maps its outcome to an exit code.
@@ -213,14 +213,14 @@ fn healthcheck(url: &str, timeout: Duration) -> Result<(), CliError> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .map_err(|error| runtime_error("cannot start the runtime")(&error))?;
-    runtime.block_on(probe).map_err(|error| runtime_error("unhealthy")(&error))?;
+        .map_err(|error| runtime_error("cannot start the runtime", error))?;
+    runtime.block_on(probe).map_err(|error| runtime_error("unhealthy", error))?;
     Ok(())
 }
 
 fn keygen(out: &std::path::Path, version: u32) -> Result<(), CliError> {
     let (private_path, public_path) =
-        crate::keys::write_key_pair(out, version).map_err(|error| runtime_error("keygen")(&error))?;
+        crate::keys::write_key_pair(out, version).map_err(|error| runtime_error("keygen", error))?;
     println!("wrote {} (keep it secret) and {}", private_path.display(), public_path.display());
     println!("upload the public key to WeCom as 消息加密公钥 version {version}");
     Ok(())
@@ -230,7 +230,7 @@ fn bench_ingest(messages: usize, page_limit: u32) -> Result<(), CliError> {
     telemetry::init(crate::config::LogFormat::Text, "warn");
     runtime()?
         .block_on(crate::bench::ingest(messages, page_limit, &mut std::io::stdout()))
-        .map_err(|error| runtime_error("bench")(&error))?;
+        .map_err(|error| runtime_error("bench", error))?;
     Ok(())
 }
 
@@ -239,12 +239,12 @@ fn bench_front_door(seconds: u64, connections: usize) -> Result<(), CliError> {
     telemetry::init(crate::config::LogFormat::Text, "info");
     runtime()?
         .block_on(crate::bench::front_door::run(seconds, connections, &mut std::io::stdout()))
-        .map_err(|error| runtime_error("bench")(&error))?;
+        .map_err(|error| runtime_error("bench", error))?;
     Ok(())
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
-    tokio::runtime::Runtime::new().map_err(|error| runtime_error("cannot start the runtime")(&error))
+    tokio::runtime::Runtime::new().map_err(|error| runtime_error("cannot start the runtime", error))
 }
 
 fn demo(messages: usize, exit: bool, listen: Option<String>) -> Result<(), CliError> {
@@ -255,7 +255,7 @@ fn demo(messages: usize, exit: bool, listen: Option<String>) -> Result<(), CliEr
     let options = crate::demo::DemoOptions { messages, exit, listen };
     runtime()?
         .block_on(crate::demo::run(options, &mut std::io::stdout()))
-        .map_err(|error| runtime_error("demo")(&error))?;
+        .map_err(|error| runtime_error("demo", error))?;
     Ok(())
 }
 
@@ -315,6 +315,6 @@ fn call(
         Ok(crate::client::Answer::Refused { status, body }) => {
             Err(CliError::Runtime(format!("call: the service answered HTTP {status}: {body}")))
         }
-        Err(error) => Err(runtime_error("call")(&error)),
+        Err(error) => Err(runtime_error("call", error)),
     }
 }

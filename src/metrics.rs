@@ -57,7 +57,7 @@ type HistogramConstructor = fn() -> LatencyHistogram;
 /// observation, and both workers observe every request: the contended lock showed in the front
 /// door's profile. Here observing is three relaxed atomic additions.
 #[derive(Debug)]
-pub struct LatencyHistogram {
+struct LatencyHistogram {
     /// Upper bounds in seconds, ascending; `+Inf` is implied.
     bounds: Vec<f64>,
     /// Observations per bucket (not cumulative), the last one for `+Inf`.

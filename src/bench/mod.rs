@@ -77,21 +77,19 @@ pub async fn ingest(messages: usize, page_limit: u32, out: &mut dyn Write) -> Re
     }
     let samples: Vec<_> =
         (0..messages).step_by((messages / SAMPLE).max(1)).map(|index| simulator.expected(index)).collect();
-    blocking(move || {
-        for (sample, expected) in samples.iter().enumerate() {
-            let stored = store.record(CORP_ID, &expected.msgid)?;
-            let Some(stored) = stored else {
-                return Ok(Err(format!("sampled message {sample} is missing")));
-            };
-            if stored.record.secret_key.as_deref() != Some(expected.secret_key.as_str()) {
-                return Ok(Err(format!("sampled message {sample} has the wrong secret key")));
-            }
+    let msgids: Vec<String> = samples.iter().map(|expected| expected.msgid.clone()).collect();
+    let stored =
+        blocking(move || msgids.iter().map(|msgid| store.record(CORP_ID, msgid)).collect::<Result<Vec<_>, _>>())
+            .await
+            .map_err(|e| BenchError::Verify(e.to_string()))?;
+    for (sample, (expected, stored)) in samples.iter().zip(&stored).enumerate() {
+        let Some(stored) = stored else {
+            return Err(BenchError::Verify(format!("sampled message {sample} is missing")));
+        };
+        if stored.record.secret_key.as_deref() != Some(expected.secret_key.as_str()) {
+            return Err(BenchError::Verify(format!("sampled message {sample} has the wrong secret key")));
         }
-        Ok(Ok(()))
-    })
-    .await
-    .map_err(|e| BenchError::Verify(e.to_string()))?
-    .map_err(BenchError::Verify)?;
+    }
     let report = IngestReport { messages, elapsed, peak_rss_kib: peak_rss_kib() };
     let _ = writeln!(
         out,

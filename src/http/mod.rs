@@ -5,9 +5,9 @@
 //! `/metrics`. There are no middleware layers: a POST handler runs inside [`observed`], which
 //! bounds the whole request (body included) by `server.request_timeout_ms` (408 beyond); handlers
 //! that never wait (GETs) run inside [`answered`]; both count the answer by route template and
-//! status. Bodies are read up to `server.body_limit_bytes` (413
-//! beyond). A layer stack (trace, timeout, metrics) cost a third of the front door's throughput;
-//! one function does the same work for a fraction of it (README, performance).
+//! status. Bodies are read up to `server.body_limit_bytes` (413 beyond). A layer stack (trace,
+//! timeout, metrics) cost a third of the front door's throughput; these two functions do the same
+//! work for a fraction of it (README, performance).
 
 mod error;
 
@@ -173,8 +173,7 @@ async fn within<T>(limit: Duration, work: impl Future<Output = T>) -> Option<T> 
     }
 }
 
-// The query is read from the `Uri` (a shared buffer) rather than copied out by `RawQuery`.
-
+/// The query is read from the `Uri` (a shared buffer) rather than copied out by `RawQuery`.
 async fn verify_url(State(state): State<SharedState>, uri: Uri) -> Response {
     answered(&state, Route::Root, || Ok(render(state.front_door.verify_url(None, uri.query())?)))
 }

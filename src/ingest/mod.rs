@@ -90,10 +90,6 @@ impl Ingestor {
         Ingestor { store, upstream, rings, pool, page_limit, metrics }
     }
 
-    pub fn store(&self) -> &Arc<dyn RecordStore> {
-        &self.store
-    }
-
     /// Pulls from the stored cursor until WeCom says there is no more, committing page by page.
     pub async fn pull(&self, corp_id: &str, token: Option<String>) -> Result<PullSummary, IngestError> {
         let ring = self.rings.get(corp_id).cloned().ok_or_else(|| IngestError::UnknownCorp(corp_id.to_owned()))?;
