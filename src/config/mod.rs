@@ -6,6 +6,7 @@
 
 mod env;
 mod raw;
+mod samples;
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
@@ -14,7 +15,7 @@ use std::time::Duration;
 
 use secrecy::{ExposeSecret, SecretString};
 
-use crate::crypto::{KeyError, KeyRing, RsaPadding, WxBizMsgCrypt, parse_private_key};
+use crate::crypto::{KeyError, KeyRing, RsaPadding, WxBizMsgCrypt, parse_private_key, public_key_fingerprint};
 use crate::domain::CorpId;
 
 pub use env::PREFIX as ENV_PREFIX;
@@ -361,8 +362,40 @@ fn validate_corps(corps: &[CorpConfig], padding: RsaPadding) -> Result<(), Confi
         corp.key_ring(padding).map_err(|(version, error)| {
             ConfigError::invalid(key("private_keys"), format!("version {version}: {error}"))
         })?;
+        refuse_samples(corp, &key)?;
     }
     refuse_shared_identities(corps)
+}
+
+/// WeCom's published sample credentials and placeholder secrets are public knowledge: a
+/// deployment using them accepts forged callbacks. So a copied example config never goes live.
+fn refuse_samples(corp: &CorpConfig, key: &dyn Fn(&str) -> String) -> Result<(), ConfigError> {
+    const PUBLISHED: &str = "is a published sample value; generate your own in the WeCom admin console";
+    const PLACEHOLDER: &str = "is a placeholder; set the real value";
+    if samples::is_sample_token(corp.token.expose()) {
+        return Err(ConfigError::invalid(key("token"), PUBLISHED));
+    }
+    if samples::is_sample_aes_key(corp.encoding_aes_key.expose()) {
+        return Err(ConfigError::invalid(key("encoding_aes_key"), PUBLISHED));
+    }
+    if samples::is_placeholder(corp.secret.expose()) {
+        return Err(ConfigError::invalid(key("secret"), PLACEHOLDER));
+    }
+    if corp.private_keys.is_empty() {
+        return Err(ConfigError::invalid(
+            key("private_keys"),
+            "no private key: records could not be decrypted (`wecom-zone keygen --out keys --version N` makes one)",
+        ));
+    }
+    for (index, private_key) in corp.private_keys.iter().enumerate() {
+        let published = parse_private_key(private_key.pem.expose())
+            .and_then(|parsed| public_key_fingerprint(&parsed))
+            .is_ok_and(|fingerprint| samples::is_sample_private_key(&fingerprint));
+        if published {
+            return Err(ConfigError::invalid(key(&format!("private_keys[{index}]")), PUBLISHED));
+        }
+    }
+    Ok(())
 }
 
 /// Two corps must never be confusable: a request for one could otherwise be authenticated, or

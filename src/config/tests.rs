@@ -5,8 +5,9 @@ const MINIMAL: &str = r#"
 corp_id = "ww0123456789abcdef"
 agent_id = 1000002
 secret = "app-secret-value"
-token = "QDG6eK"
-encoding_aes_key = "jWmYm7qr5nMoAUwZRjGtBxmz3KA1tkAj3ykkR6q2B2C"
+token = "orcBqyt1T5AlQzhk7Q2b"
+encoding_aes_key = "ox9yimTcfipZGnzPbDFDyFKm51zfFoWbSrHAE56yUhQ"
+private_keys = [ { version = 1, path = "tests/data/test_private_key_v1.pem" } ]
 "#;
 
 fn load(text: &str, vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
@@ -29,11 +30,58 @@ fn defaults_follow_the_contract() {
     assert_eq!(config.corps[0].agent_id, Some(1_000_002));
 }
 
+const EXAMPLE: &str = include_str!("../../config/wecom-zone.example.toml");
+
 #[test]
-fn the_example_file_is_valid() {
-    let text = include_str!("../../config/wecom-zone.example.toml");
-    let config = load(text, &[]).unwrap();
-    assert!(!config.corps.is_empty());
+fn the_example_file_is_refused_until_its_samples_are_replaced() {
+    let error = error_of(EXAMPLE, &[]);
+    assert!(error.starts_with("corp[0].token:") && error.contains("published sample"), "{error}");
+    let filled = [
+        ("WECOM_ZONE__CORP__0__TOKEN", "orcBqyt1T5AlQzhk7Q2b"),
+        ("WECOM_ZONE__CORP__0__ENCODING_AES_KEY", "ox9yimTcfipZGnzPbDFDyFKm51zfFoWbSrHAE56yUhQ"),
+        ("WECOM_ZONE__CORP__0__SECRET", "kd8Vq2LmX0pR7sT4uW1yZ3aB5cE6fG9hJ"),
+    ];
+    let error = error_of(EXAMPLE, &filled);
+    assert!(error.starts_with("corp[0].private_keys:") && error.contains("no private key"), "{error}");
+    let text = EXAMPLE.replace(
+        "private_keys = []",
+        r#"private_keys = [ { version = 1, path = "tests/data/test_private_key_v1.pem" } ]"#,
+    );
+    let config = load(&text, &filled).expect("the example with real values loads");
+    assert_eq!(config.corps.len(), 1);
+}
+
+#[test]
+fn published_samples_and_placeholders_are_refused_naming_the_key() {
+    let sample_key = serde_json::from_str::<serde_json::Value>(include_str!("../../tests/data/chatmsg.json")).unwrap()
+        ["official_example"]["private_key_pem_pkcs1"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let cases = [
+        ("WECOM_ZONE__CORP__0__TOKEN", "QDG6eK", "corp[0].token"),
+        ("WECOM_ZONE__CORP__0__TOKEN", "hJqcu3uJ9Tn2gXPmxx2w9kkCkCE2EPYo", "corp[0].token"),
+        (
+            "WECOM_ZONE__CORP__0__ENCODING_AES_KEY",
+            "jWmYm7qr5nMoAUwZRjGtBxmz3KA1tkAj3ykkR6q2B2C",
+            "corp[0].encoding_aes_key",
+        ),
+        (
+            "WECOM_ZONE__CORP__0__ENCODING_AES_KEY",
+            "6qkdMrq68nTKduznJYO1A37W2oEgpkMUvkttRToqhUt",
+            "corp[0].encoding_aes_key",
+        ),
+        ("WECOM_ZONE__CORP__0__SECRET", "replace-with-the-app-secret", "corp[0].secret"),
+        ("WECOM_ZONE__CORP__0__SECRET", "<your secret>", "corp[0].secret"),
+        ("WECOM_ZONE__CORP__0__PRIVATE_KEYS__0__PEM", sample_key.as_str(), "corp[0].private_keys[0]"),
+    ];
+    for (variable, value, key) in cases {
+        let text = MINIMAL.replace(r#"path = "tests/data/test_private_key_v1.pem""#, r#"pem = "placeholder""#);
+        let text = if variable.ends_with("PEM") { text } else { MINIMAL.to_owned() };
+        let error = error_of(&text, &[(variable, value)]);
+        assert!(error.starts_with(&format!("{key}:")), "{value}: {error}");
+        assert!(!error.contains(value), "the value is not repeated: {error}");
+    }
 }
 
 #[test]
@@ -59,7 +107,8 @@ fn secrets_come_from_files_and_named_variables() {
     std::fs::write(&secret_path, "from-file\n").unwrap();
     let text = format!(
         "[[corp]]\ncorp_id = \"ww1\"\nsecret_file = {:?}\ntoken_env = \"MY_TOKEN\"\n\
-         encoding_aes_key = \"jWmYm7qr5nMoAUwZRjGtBxmz3KA1tkAj3ykkR6q2B2C\"\n",
+         encoding_aes_key = \"ox9yimTcfipZGnzPbDFDyFKm51zfFoWbSrHAE56yUhQ\"\n\
+         private_keys = [ {{ version = 1, path = \"tests/data/test_private_key_v1.pem\" }} ]\n",
         secret_path.display().to_string()
     );
     let config = load(&text, &[("MY_TOKEN", "tok3n")]).unwrap();
@@ -72,7 +121,7 @@ fn secrets_come_from_files_and_named_variables() {
 fn secrets_never_appear_in_debug_or_summary() {
     let config = load(MINIMAL, &[]).unwrap();
     let shown = format!("{config:?}\n{}", config.summary());
-    for secret in ["app-secret-value", "QDG6eK", "jWmYm7qr5nMoAUwZRjGtBxmz3KA1tkAj3ykkR6q2B2C"] {
+    for secret in ["app-secret-value", "orcBqyt1T5AlQzhk7Q2b", "ox9yimTcfipZGnzPbDFDyFKm51zfFoWbSrHAE56yUhQ"] {
         assert!(!shown.contains(secret), "{secret} leaked");
     }
     assert!(shown.contains("ww0123456789abcdef"));
@@ -82,8 +131,8 @@ fn secrets_never_appear_in_debug_or_summary() {
 fn problems_are_reported_with_their_key() {
     let cases: Vec<(String, &str)> = vec![
         (String::new(), "no [[corp]]"),
-        (MINIMAL.replace("B2C", "B2"), "corp[0].encoding_aes_key"),
-        (MINIMAL.replace("QDG6eK", "bad token!"), "corp[0].token"),
+        (MINIMAL.replace("yUhQ", "yUh"), "corp[0].encoding_aes_key"),
+        (MINIMAL.replace("orcBqyt1T5AlQzhk7Q2b", "bad token!"), "corp[0].token"),
         (MINIMAL.replace("secret = \"app-secret-value\"", ""), "corp[0].secret: is required"),
         (format!("{MINIMAL}\n[server]\nlisten = \"nowhere\""), "server.listen"),
         (format!("{MINIMAL}\n[server]\nbody_limit_bytes = \"lots\""), "server.body_limit_bytes"),
@@ -105,7 +154,8 @@ fn two_corps_may_share_neither_callback_keys_nor_a_receive_id() {
     let second = |corp_id: &str, token: &str, receive_ids: &str| {
         format!(
             "{MINIMAL}\n[[corp]]\ncorp_id = \"{corp_id}\"\nsecret = \"s2\"\ntoken = \"{token}\"\n\
-             encoding_aes_key = \"6qkdMrq68nTKduznJYO1A37W2oEgpkMUvkttRToqhUt\"\nreceive_ids = [{receive_ids}]\n"
+             encoding_aes_key = \"qg0eyN1ygQdvpSfF5PH5nLZjMeI8cFSmj83LDUL4CsJ\"\nreceive_ids = [{receive_ids}]\n\
+             private_keys = [ {{ version = 1, path = \"tests/data/test_private_key_v1.pem\" }} ]\n"
         )
     };
     assert!(load(&second("wwsecond", "OtherToken", ""), &[]).is_ok(), "distinct corps are fine");
@@ -114,12 +164,15 @@ fn two_corps_may_share_neither_callback_keys_nor_a_receive_id() {
     assert!(error.starts_with("corp[1].token:") && error.contains("same token and encoding_aes_key"), "{error}");
     let error = error_of(&second("wwsecond", "OtherToken", "\"ww0123456789abcdef\""), &[]);
     assert!(error.starts_with("corp[1].receive_ids:"), "{error}");
-    assert!(!error.contains("app-secret-value") && !error.contains("QDG6eK"), "no secret in the message: {error}");
+    assert!(
+        !error.contains("app-secret-value") && !error.contains("orcBqyt1T5AlQzhk7Q2b"),
+        "no secret in the message: {error}"
+    );
 }
 
 #[test]
 fn a_secret_of_the_wrong_type_is_refused_without_its_value() {
-    let text = MINIMAL.replace("token = \"QDG6eK\"", "token = 123456");
+    let text = MINIMAL.replace("token = \"orcBqyt1T5AlQzhk7Q2b\"", "token = 123456");
     let error = error_of(&text, &[]);
     assert!(error.starts_with("corp[0].token:") || error.contains("token"), "{error}");
     assert!(!error.contains("123456"), "the value is not repeated: {error}");

@@ -22,5 +22,6 @@ pub use envelope::{Envelope, EnvelopeFormat, SealedReply};
 pub use error::CryptoError;
 pub use rsa::{
     KeyError, KeyRing, PublicKeyEncryptor, RsaPadding, SecretKeyError, generate_key_pair_pem, parse_private_key,
+    public_key_fingerprint,
 };
 pub use wxbiz::{AES_KEY_LEN, RANDOM_PREFIX_LEN, WxBizMsgCrypt};

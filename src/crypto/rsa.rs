@@ -171,6 +171,14 @@ pub fn parse_private_key(text: &str) -> Result<PrivateDecryptingKey, KeyError> {
     Ok(key)
 }
 
+/// SHA-256 of the key's public half (SubjectPublicKeyInfo DER), lowercase hex: names a key pair
+/// without revealing anything of the private key.
+pub fn public_key_fingerprint(key: &PrivateDecryptingKey) -> Result<String, KeyError> {
+    let der = key.public_key().as_der().map_err(|_| KeyError::Invalid)?;
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, der.as_ref());
+    Ok(digest.as_ref().iter().map(|byte| format!("{byte:02x}")).collect())
+}
+
 /// A new RSA-2048 key pair as PEM: (PKCS#8 private key, SPKI public key), as WeCom's
 /// 消息加密公钥 expects the public half.
 pub fn generate_key_pair_pem() -> Result<(String, String), KeyError> {

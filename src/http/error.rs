@@ -65,7 +65,7 @@ fn inbound_status(error: &InboundError) -> (StatusCode, i32) {
         }
         InboundError::UnknownCorp => (StatusCode::NOT_FOUND, INVALID_CORP_ID),
         InboundError::CorpMismatch => (StatusCode::FORBIDDEN, CryptoError::ValidateReceiveId.code()),
-        InboundError::Decode(_) => (StatusCode::BAD_REQUEST, PARSE_ERROR),
+        InboundError::Decode(_) | InboundError::NotAnEchostr => (StatusCode::BAD_REQUEST, PARSE_ERROR),
         InboundError::Dispatch(_) => (StatusCode::INTERNAL_SERVER_ERROR, SYSTEM_BUSY),
     }
 }

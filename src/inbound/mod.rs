@@ -40,6 +40,10 @@ pub enum InboundError {
     UnknownCorp,
     #[error("the request names a corp other than the one it was addressed to")]
     CorpMismatch,
+    /// URL verification decrypted something that is not an echostr: a captured event, call or
+    /// reply sent as one. Its plaintext is not answered.
+    #[error("echostr is not a verification string")]
+    NotAnEchostr,
     #[error("{0}")]
     Decode(#[from] DecodeError),
     #[error("{0}")]
@@ -99,6 +103,10 @@ impl FrontDoor {
         let corp = self.resolve_corp(corp_hint, None, &signed, echostr)?;
         self.authenticate(corp, &signed, echostr)?;
         let msg = self.decrypt(corp, echostr)?;
+        if !looks_like_echostr(&msg) {
+            self.metrics.decrypt_failure("not_an_echostr");
+            return Err(InboundError::NotAnEchostr);
+        }
         Ok(Reply::Text(msg))
     }
 
@@ -304,6 +312,20 @@ impl Drop for Accepted<'_> {
             self.deliveries.forget(&self.delivery);
         }
     }
+}
+
+/// The longest decrypted echostr answered. WeCom's are short random strings (19 digits in the
+/// official sample).
+const MAX_ECHOSTR_LEN: usize = 128;
+
+/// Whether a decrypted GET `echostr` may be answered. Anything the service ever encrypts or
+/// receives encrypted (events, calls, replies) is XML or JSON, so refusing those and anything
+/// long or binary keeps URL verification from decrypting a captured POST body or reply.
+fn looks_like_echostr(plaintext: &[u8]) -> bool {
+    !plaintext.is_empty()
+        && plaintext.len() <= MAX_ECHOSTR_LEN
+        && plaintext.iter().all(|byte| (0x20..0x7f).contains(byte))
+        && !matches!(plaintext[0], b'{' | b'<')
 }
 
 fn ok_output() -> serde_json::Value {

@@ -63,9 +63,9 @@ impl SimulatorConfig {
     pub fn new(corp_id: &str, messages: usize, keys: Vec<(u32, String)>) -> SimulatorConfig {
         SimulatorConfig {
             corp_id: corp_id.to_owned(),
-            secret: "sim-app-secret".to_owned(),
-            callback_token: "SimToken2024".to_owned(),
-            encoding_aes_key: "jWmYm7qr5nMoAUwZRjGtBxmz3KA1tkAj3ykkR6q2B2C".to_owned(),
+            secret: random_alphanumeric(43),
+            callback_token: random_alphanumeric(32),
+            encoding_aes_key: random_alphanumeric(43),
             messages,
             seed: 20_241_121,
             keys,
@@ -76,6 +76,14 @@ impl SimulatorConfig {
             page_delay: Duration::ZERO,
         }
     }
+}
+
+/// Fresh credentials for every simulated corp: nothing shared with a published sample.
+fn random_alphanumeric(length: usize) -> String {
+    use rand::RngExt;
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+    let mut rng = rand::rng();
+    (0..length).map(|_| char::from(ALPHABET[rng.random_range(0..ALPHABET.len())])).collect()
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -6,18 +6,76 @@ use wecom_zone::domain::unix_now;
 
 use crate::helpers::*;
 
+fn verification_query(signed: &Signed) -> String {
+    let echostr: String = url_encode(&signed.encrypt);
+    format!("{}&echostr={echostr}", signed.query)
+}
+
+fn url_encode(text: &str) -> String {
+    text.bytes()
+        .map(|b| if b.is_ascii_alphanumeric() { char::from(b).to_string() } else { format!("%{b:02X}") })
+        .collect()
+}
+
 #[tokio::test]
 async fn url_verification_answers_the_decrypted_echostr_only() {
-    // The official Python sample's vector, whose timestamp is from 2016: skew check off.
-    let app = spawn_app_with(test_config(0)).await;
-    let query = "msg_signature=012bc692d0a58dd4b10f8dfe5c4ac00ae211ebeb&timestamp=1476416373&nonce=47744683\
-                 &echostr=fsi1xnbH4yQh0%2BPJxcOdhhK6TDXkjMyhEPA7xB2TGz6b%2Bg7xyAbEkRxN%2F3cNXW9qdqjnoVzEtpbhnFyq6SVHyA%3D%3D";
+    let app = spawn_app().await;
+    let signed = app.signed_now("1288432023552776189");
     for path in [format!("/callback/{CORP_ID}"), "/".to_owned()] {
-        let response = app.client.get(format!("{}?{query}", app.url(&path))).send().await.unwrap();
+        let response =
+            app.client.get(format!("{}?{}", app.url(&path), verification_query(&signed))).send().await.unwrap();
         assert_eq!(response.status(), 200, "{path}");
         assert!(response.headers()["content-type"].to_str().unwrap().starts_with("text/plain"));
         assert_eq!(response.text().await.unwrap(), "1288432023552776189", "{path}");
     }
+    let longest = "e".repeat(128);
+    let response = app
+        .client
+        .get(format!("{}?{}", app.url("/"), verification_query(&app.signed_now(&longest))))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.text().await.unwrap(), longest);
+}
+
+/// A GET must never decrypt what is not an echostr: a captured event or call sent as `echostr`
+/// with its own query, a captured encrypted reply, or anything long or binary.
+#[tokio::test]
+async fn url_verification_is_not_a_decryption_oracle() {
+    let app = spawn_app().await;
+    let call = ability_call("echo", r#"{"secret_key":"k3y-material"}"#, false);
+    let captured_reply = {
+        let body = app.post_json("/", &app.signed_now(&call), CORP_ID).await.text().await.unwrap();
+        let reply: serde_json::Value = serde_json::from_str(&body).unwrap();
+        let query = format!(
+            "msg_signature={}&timestamp={}&nonce={}",
+            reply["msgsignature"].as_str().unwrap(),
+            reply["timestamp"].as_str().unwrap(),
+            reply["nonce"].as_str().unwrap()
+        );
+        Signed { query, encrypt: reply["encrypt"].as_str().unwrap().to_owned() }
+    };
+    let refused = [
+        ("captured call", app.signed_now(&call)),
+        ("captured event", app.signed_now(MSGAUDIT_NOTIFY)),
+        ("captured reply", captured_reply),
+        ("129 characters", app.signed_now(&"e".repeat(129))),
+        ("control character", app.signed_now("12345\n6789")),
+        ("non-ASCII", app.signed_now("密钥12345")),
+        ("JSON-looking", app.signed_now("{\"a\":1}")),
+    ];
+    for (what, signed) in refused {
+        let response =
+            app.client.get(format!("{}?{}", app.url("/"), verification_query(&signed))).send().await.unwrap();
+        let body_status = response.status();
+        let body = response.text().await.unwrap();
+        assert_eq!(body_status, 400, "{what}: {body}");
+        for secret in ["k3y-material", "secret_key", "msgaudit_notify", "eeee", "12345"] {
+            assert!(!body.contains(secret), "{what} leaked {secret}: {body}");
+        }
+    }
+    let metrics = app.metrics().await;
+    assert!(metrics.contains(r#"reason="not_an_echostr"} 7"#), "{metrics}");
 }
 
 #[tokio::test]
@@ -241,14 +299,11 @@ async fn authentic_but_undecodable_content_is_400_and_never_echoed() {
     assert!(body.contains("-40002"), "{body}");
     assert!(!body.contains("secret plaintext"), "{body}");
 
-    // The official JSON sample decrypts to invalid JSON; its body names another corp than the
-    // path, and only the inner ReceiveId counts.
-    let app = spawn_app_with(test_config(0)).await;
-    let query = "msg_signature=e3647471e395139e2308c1fa963f2d648a00b90e&timestamp=1409659813&nonce=1372623149";
-    let vectors: serde_json::Value = serde_json::from_str(include_str!("../data/wxbizmsgcrypt.json")).unwrap();
-    let vector = vectors["vectors"].as_array().unwrap().iter().find(|v| v["id"] == "wecom-py-decrypt-json").unwrap();
-    let body = vector["post_body"].as_str().unwrap().to_owned();
-    let (status, errcode, errmsg) = error_of(app.post(&format!("/callback/{CORP_ID}"), query, body).await).await;
+    // Broken JSON whose body names another corp than the path: the inner ReceiveId counts, the
+    // content is refused without being quoted.
+    let signed = app.signed_now(r#"{"tousername": "mycreate", "call_type": "#);
+    let (status, errcode, errmsg) =
+        error_of(app.post_xml(&format!("/callback/{CORP_ID}"), &signed, OTHER_CORP_ID).await).await;
     assert_eq!((status, errcode), (400, -40002));
     assert!(!errmsg.contains("mycreate"), "{errmsg}");
 }

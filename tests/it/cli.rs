@@ -18,16 +18,41 @@ fn text(output: &Output) -> String {
     format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr))
 }
 
+/// The example config's sample values replaced by real-looking ones, by environment overrides.
+const FILLED: [(&str, &str); 5] = [
+    ("WECOM_ZONE__CORP__0__TOKEN", "orcBqyt1T5AlQzhk7Q2b"),
+    ("WECOM_ZONE__CORP__0__ENCODING_AES_KEY", "ox9yimTcfipZGnzPbDFDyFKm51zfFoWbSrHAE56yUhQ"),
+    ("WECOM_ZONE__CORP__0__SECRET", "kd8Vq2LmX0pR7sT4uW1yZ3aB5cE6fG9hJ"),
+    ("WECOM_ZONE__CORP__0__PRIVATE_KEYS__0__VERSION", "1"),
+    ("WECOM_ZONE__CORP__0__PRIVATE_KEYS__0__PATH", "tests/data/test_private_key_v1.pem"),
+];
+
 #[test]
-fn check_config_prints_a_redacted_summary_of_the_example() {
-    let output = run(&["check-config", "--config", "config/wecom-zone.example.toml"], &[]);
+fn check_config_prints_a_redacted_summary_of_a_filled_example() {
+    let output = run(&["check-config", "--config", "config/wecom-zone.example.toml"], &FILLED);
     assert_eq!(output.status.code(), Some(0), "{}", text(&output));
     let shown = text(&output);
     assert!(shown.contains("corp ww0123456789abcdef"), "{shown}");
     assert!(shown.contains("config ok"));
-    for secret in ["replace-with-the-app-secret", "QDG6eK", "jWmYm7qr5nMoAUwZRjGtBxmz3KA1tkAj3ykkR6q2B2C"] {
+    for (_, secret) in &FILLED[..3] {
         assert!(!shown.contains(secret), "{secret} leaked: {shown}");
     }
+}
+
+#[test]
+fn the_example_config_as_shipped_never_goes_live() {
+    for command in ["check-config", "serve"] {
+        let output = run(&[command, "--config", "config/wecom-zone.example.toml"], &[]);
+        assert_eq!(output.status.code(), Some(2), "{command}: {}", text(&output));
+        assert!(text(&output).contains("corp[0].token: is a published sample value"), "{}", text(&output));
+        assert!(!text(&output).contains("QDG6eK"), "{}", text(&output));
+    }
+    let output = run(&["check-config", "--config", "config/wecom-zone.example.toml"], &FILLED[..2]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(text(&output).contains("corp[0].secret: is a placeholder"), "{}", text(&output));
+    let output = run(&["check-config", "--config", "config/wecom-zone.example.toml"], &FILLED[..3]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(text(&output).contains("corp[0].private_keys: no private key"), "{}", text(&output));
 }
 
 #[test]
@@ -78,6 +103,7 @@ fn serve_answers_health_checks_and_stops_cleanly_on_sigterm() {
     let child = Command::new(BIN)
         .args(["serve", "--config", "config/wecom-zone.example.toml"])
         .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .envs(FILLED)
         .env("WECOM_ZONE__SERVER__LISTEN", &listen)
         .env("WECOM_ZONE__LOG__FORMAT", "json")
         .env("WECOM_ZONE__STORAGE__PATH", data.path().join("db.sqlite"))
@@ -101,7 +127,7 @@ fn serve_answers_health_checks_and_stops_cleanly_on_sigterm() {
     let call = |args: &[&str]| {
         let mut full = vec!["call", "--config", "config/wecom-zone.example.toml", "--url", &url];
         full.extend_from_slice(args);
-        run(&full, &[])
+        run(&full, &FILLED)
     };
     let called = call(&["--ability", "ingest_status"]);
     assert_eq!(called.status.code(), Some(0), "{}", text(&called));
@@ -123,7 +149,9 @@ fn serve_answers_health_checks_and_stops_cleanly_on_sigterm() {
     let log = String::from_utf8_lossy(&output.stderr);
     let first_line: serde_json::Value = serde_json::from_str(log.lines().next().unwrap()).unwrap();
     assert_eq!(first_line["message"], "listening", "JSON log lines: {log}");
-    assert!(!log.contains("QDG6eK") && !log.contains("replace-with-the-app-secret"));
+    for (_, secret) in &FILLED[..3] {
+        assert!(!log.contains(secret), "{secret} leaked: {log}");
+    }
 }
 
 #[test]
@@ -151,13 +179,13 @@ fn keygen_writes_a_pair_that_check_config_accepts_and_never_overwrites() {
         &format!("private_keys = [ {{ version = 3, path = {:?} }} ]", private.display().to_string()),
     );
     std::fs::write(&config, with_key).unwrap();
-    let output = run(&["check-config", "--config", config.to_str().unwrap()], &[]);
+    let output = run(&["check-config", "--config", config.to_str().unwrap()], &FILLED[..3]);
     assert_eq!(output.status.code(), Some(0), "{}", text(&output));
     assert!(text(&output).contains("private key v3: RSA-2048, valid"), "{}", text(&output));
     assert!(!text(&output).contains("BEGIN PRIVATE KEY"));
 
     std::fs::write(&private, "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n").unwrap();
-    let output = run(&["check-config", "--config", config.to_str().unwrap()], &[]);
+    let output = run(&["check-config", "--config", config.to_str().unwrap()], &FILLED[..3]);
     assert_eq!(output.status.code(), Some(2));
     assert!(text(&output).contains("private_keys: version 3"), "{}", text(&output));
 }

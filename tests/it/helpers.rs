@@ -16,10 +16,10 @@ use wecom_zone::domain::{
 
 pub const CORP_ID: &str = "ww1436e0e65a779aee";
 pub const OTHER_CORP_ID: &str = "wwsecondcorp000001";
-pub const TOKEN: &str = "hJqcu3uJ9Tn2gXPmxx2w9kkCkCE2EPYo";
-pub const AES_KEY: &str = "6qkdMrq68nTKduznJYO1A37W2oEgpkMUvkttRToqhUt";
-pub const OTHER_TOKEN: &str = "QDG6eK";
-pub const OTHER_AES_KEY: &str = "jWmYm7qr5nMoAUwZRjGtBxmz3KA1tkAj3ykkR6q2B2C";
+pub const TOKEN: &str = "orcBqyt1T5AlQzhk7Q2b";
+pub const AES_KEY: &str = "ox9yimTcfipZGnzPbDFDyFKm51zfFoWbSrHAE56yUhQ";
+pub const OTHER_TOKEN: &str = "S3condT0ken7x";
+pub const OTHER_AES_KEY: &str = "qg0eyN1ygQdvpSfF5PH5nLZjMeI8cFSmj83LDUL4CsJ";
 pub const BODY_LIMIT: usize = 4096;
 
 /// What the dispatcher saw, in order.
@@ -89,15 +89,17 @@ max_clock_skew_s = {max_clock_skew_s}
 
 [[corp]]
 corp_id = "{CORP_ID}"
-secret = "s"
+secret = "first-app-secret"
 token = "{TOKEN}"
 encoding_aes_key = "{AES_KEY}"
+private_keys = [ {{ version = 1, path = "tests/data/test_private_key_v1.pem" }} ]
 
 [[corp]]
 corp_id = "{OTHER_CORP_ID}"
-secret = "s"
+secret = "second-app-secret"
 token = "{OTHER_TOKEN}"
 encoding_aes_key = "{OTHER_AES_KEY}"
+private_keys = [ {{ version = 1, path = "tests/data/test_private_key_v1.pem" }} ]
 "#
     );
     Config::from_toml_str(&text, Vec::new(), None).unwrap()
