@@ -24,6 +24,8 @@ pub use query::CallbackQuery;
 
 /// How many deliveries the duplicate filter remembers at most.
 const DELIVERY_LOG_CAPACITY: usize = 100_000;
+/// How many bytes of synchronous calls' sealed answers it keeps for their duplicates.
+const ANSWER_CACHE_BYTES: usize = 32 << 20;
 
 /// Why a callback was refused. Messages carry no secret, ciphertext or plaintext.
 #[derive(Debug, thiserror::Error)]
@@ -65,9 +67,9 @@ struct CorpEndpoint {
 }
 
 pub struct FrontDoor {
-    corps: Vec<CorpEndpoint>,
+    corps: Vec<Arc<CorpEndpoint>>,
     max_clock_skew: Option<Duration>,
-    deliveries: DeliveryLog,
+    deliveries: Arc<DeliveryLog>,
     dispatcher: Arc<dyn Dispatcher>,
     metrics: Arc<Metrics>,
     clock: Clock,
@@ -83,12 +85,16 @@ impl FrontDoor {
         let corps = config
             .corps
             .iter()
-            .map(|corp| Ok(CorpEndpoint { crypto: corp.callback_crypto()?, config: corp.clone() }))
+            .map(|corp| Ok(Arc::new(CorpEndpoint { crypto: corp.callback_crypto()?, config: corp.clone() })))
             .collect::<Result<Vec<_>, CryptoError>>()?;
         Ok(FrontDoor {
             corps,
             max_clock_skew: config.server.max_clock_skew,
-            deliveries: DeliveryLog::new(config.server.duplicate_window, DELIVERY_LOG_CAPACITY),
+            deliveries: Arc::new(DeliveryLog::new(
+                config.server.duplicate_window,
+                DELIVERY_LOG_CAPACITY,
+                ANSWER_CACHE_BYTES,
+            )),
             dispatcher,
             metrics,
             clock,
@@ -136,7 +142,7 @@ impl FrontDoor {
 
     async fn handle(
         &self,
-        corp: &CorpEndpoint,
+        corp: &Arc<CorpEndpoint>,
         inbound: Inbound,
         delivery: DeliveryKey,
         format: EnvelopeFormat,
@@ -154,15 +160,16 @@ impl FrontDoor {
             Event::Classic { .. } => Acknowledgement::Success,
             Event::Zone(_) => Acknowledgement::SealedOk,
         };
-        if let Some(accepted) = self.first_delivery(delivery, label, acknowledgement) {
-            accepted.finish(self.dispatcher.accept_event(event, delivery).await)?;
+        if let Some(accepted) = self.first_delivery(delivery, label, acknowledgement.clone()) {
+            let dispatcher = Arc::clone(&self.dispatcher);
+            detached(async move { accepted.finish(dispatcher.accept_event(event, delivery).await) }).await??;
         }
         Ok(self.acknowledge(corp, acknowledgement, format))
     }
 
     async fn handle_call(
         &self,
-        corp: &CorpEndpoint,
+        corp: &Arc<CorpEndpoint>,
         mut call: AbilityCall,
         delivery: DeliveryKey,
         format: EnvelopeFormat,
@@ -170,15 +177,40 @@ impl FrontDoor {
     ) -> Result<Reply, InboundError> {
         claim_corp(&corp.config, &mut call.corp_id)?;
         if !call.is_async {
-            // Synchronous calls are not deduplicated: a repeated call is answered again.
-            self.metrics.inbound(label);
-            let output = self.dispatcher.call_ability(call).await;
-            return Ok(self.seal(corp, &output, format));
+            return self.handle_sync_call(corp, call, delivery, format, label).await;
         }
         if let Some(accepted) = self.first_delivery(delivery, label, Acknowledgement::SealedOk) {
-            accepted.finish(self.dispatcher.accept_async_call(call, delivery).await)?;
+            let dispatcher = Arc::clone(&self.dispatcher);
+            detached(async move { accepted.finish(dispatcher.accept_async_call(call, delivery).await) }).await??;
         }
         Ok(self.acknowledge(corp, Acknowledgement::SealedOk, format))
+    }
+
+    /// A synchronous call runs once per delivery: its sealed answer is kept, and a duplicate
+    /// (a retry, or a captured request replayed) gets that answer without running again. The
+    /// call runs detached from the request, so a caller that gives up cannot stop a pass-through
+    /// call half-way; its answer is still kept for the retry.
+    async fn handle_sync_call(
+        &self,
+        corp: &Arc<CorpEndpoint>,
+        call: AbilityCall,
+        delivery: DeliveryKey,
+        format: EnvelopeFormat,
+        label: &'static str,
+    ) -> Result<Reply, InboundError> {
+        let Some(accepted) = self.first_delivery(delivery, label, Acknowledgement::Running) else {
+            let acknowledgement = self.deliveries.acknowledgement(&delivery).unwrap_or(Acknowledgement::Running);
+            return Ok(self.acknowledge(corp, acknowledgement, format));
+        };
+        let (dispatcher, corp, clock) = (Arc::clone(&self.dispatcher), Arc::clone(corp), self.clock.clone());
+        let reply = detached(async move {
+            let output = dispatcher.call_ability(call).await;
+            let reply = corp.seal(&output, &clock);
+            accepted.answer(reply.clone());
+            reply
+        })
+        .await?;
+        Ok(Reply::Sealed { format, reply })
     }
 
     /// Marks `delivery` seen. `None` for a duplicate, acknowledged without processing; otherwise a
@@ -189,13 +221,13 @@ impl FrontDoor {
         delivery: DeliveryKey,
         label: &'static str,
         acknowledgement: Acknowledgement,
-    ) -> Option<Accepted<'_>> {
+    ) -> Option<Accepted> {
         if !self.deliveries.first_delivery(delivery, acknowledgement) {
             self.count_duplicate();
             return None;
         }
         self.metrics.inbound(label);
-        Some(Accepted { deliveries: &self.deliveries, delivery, finished: false })
+        Some(Accepted { deliveries: Arc::clone(&self.deliveries), delivery, finished: false })
     }
 
     /// The corp named by the path, else by `ToUserName` (a corp id or an extra ReceiveId), else
@@ -206,7 +238,7 @@ impl FrontDoor {
         to_user_name: Option<&str>,
         signed: &query::SignedQuery<'_>,
         encrypted: &str,
-    ) -> Result<&CorpEndpoint, InboundError> {
+    ) -> Result<&Arc<CorpEndpoint>, InboundError> {
         if let Some(corp_id) = corp_hint {
             return self.corps.iter().find(|corp| corp.config.corp_id == corp_id).ok_or(InboundError::UnknownCorp);
         }
@@ -238,10 +270,13 @@ impl FrontDoor {
     }
 
     fn acknowledge(&self, corp: &CorpEndpoint, acknowledgement: Acknowledgement, format: EnvelopeFormat) -> Reply {
-        match acknowledgement {
-            Acknowledgement::Success => Reply::Text(b"success".to_vec()),
-            Acknowledgement::SealedOk => self.seal(corp, &ok_output(), format),
-        }
+        let reply = match acknowledgement {
+            Acknowledgement::Success => return Reply::Text(b"success".to_vec()),
+            Acknowledgement::SealedOk => corp.seal(&ok_output(), &self.clock),
+            Acknowledgement::Running => corp.seal(&busy_output(), &self.clock),
+            Acknowledgement::Answered(reply) => SealedReply::clone(&reply),
+        };
+        Reply::Sealed { format, reply }
     }
 
     /// The signature (so nothing unauthenticated reaches the CBC decryptor), then the clock.
@@ -275,38 +310,52 @@ impl FrontDoor {
         }
         Ok(())
     }
+}
 
-    fn seal(&self, corp: &CorpEndpoint, output: &serde_json::Value, format: EnvelopeFormat) -> Reply {
-        let timestamp = self.clock.now().to_string();
+impl CorpEndpoint {
+    fn seal(&self, output: &serde_json::Value, clock: &Clock) -> SealedReply {
+        let timestamp = clock.now().to_string();
         let nonce = rand::random::<u32>().to_string();
-        let reply = corp.crypto.seal(
+        self.crypto.seal(
             rand::random(),
             output.to_string().as_bytes(),
-            corp.config.corp_id.as_bytes(),
+            self.config.corp_id.as_bytes(),
             &timestamp,
             &nonce,
-        );
-        Reply::Sealed { format, reply }
+        )
     }
 }
 
-/// The mark of a delivery being processed; dropped unfinished (an error, or the request's future
-/// cancelled by a timeout or a disconnect), it forgets the delivery.
-struct Accepted<'a> {
-    deliveries: &'a DeliveryLog,
+/// Runs an accepted delivery's work on its own task and waits for it. If the request is dropped
+/// (a timeout, a disconnect) the work still finishes; its [`Accepted`] guard then records the
+/// outcome, so nothing is left marked seen but never done.
+async fn detached<T: Send + 'static>(work: impl Future<Output = T> + Send + 'static) -> Result<T, InboundError> {
+    tokio::spawn(work).await.map_err(|_| InboundError::Dispatch(DispatchError("the delivery's work failed".into())))
+}
+
+/// The mark of a delivery being processed; dropped unfinished (an error, or its task ended by a
+/// panic or the runtime shutting down), it forgets the delivery so that WeCom's retry is processed.
+struct Accepted {
+    deliveries: Arc<DeliveryLog>,
     delivery: DeliveryKey,
     finished: bool,
 }
 
-impl Accepted<'_> {
+impl Accepted {
     fn finish(mut self, outcome: Result<(), DispatchError>) -> Result<(), InboundError> {
         outcome?;
         self.finished = true;
         Ok(())
     }
+
+    /// A synchronous call finished: its duplicates get `reply`.
+    fn answer(mut self, reply: SealedReply) {
+        self.deliveries.answer(&self.delivery, reply);
+        self.finished = true;
+    }
 }
 
-impl Drop for Accepted<'_> {
+impl Drop for Accepted {
     fn drop(&mut self) {
         if !self.finished {
             self.deliveries.forget(&self.delivery);
@@ -330,6 +379,11 @@ fn looks_like_echostr(plaintext: &[u8]) -> bool {
 
 fn ok_output() -> serde_json::Value {
     serde_json::json!({"errcode": 0, "errmsg": "ok"})
+}
+
+/// For a duplicate of a call that is still running: WeCom's "system busy, retry".
+fn busy_output() -> serde_json::Value {
+    serde_json::json!({"errcode": -1, "errmsg": "the same request is still being processed; retry"})
 }
 
 /// A zone request names its corp; it must be the corp the envelope was addressed to (or left

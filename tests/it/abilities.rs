@@ -477,3 +477,30 @@ async fn an_event_delivered_again_after_a_restart_is_kept_once() {
     assert_eq!(hits, 1, "processed once");
     service.stop().await;
 }
+
+/// A captured synchronous call replayed within the window reaches WeCom once; every replay gets
+/// the first answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replayed_invoke_create_rule_reaches_wecom_once() {
+    let fixture = fixture("").await;
+    let sim = fixture.simulator.config();
+    let crypto = WxBizMsgCrypt::new(&sim.callback_token, &sim.encoding_aes_key).unwrap();
+    let plaintext = json!({
+        "call_type": 1, "corpid": CORP, "agentid": 0, "ability_id": "invoke_create_rule", "notify_id": "",
+        "job_info": "", "is_async": false, "data": json!({"name": "replayed rule"}).to_string(),
+    });
+    let timestamp = unix_now().to_string();
+    let sealed = crypto.seal(rand::random(), plaintext.to_string().as_bytes(), CORP.as_bytes(), &timestamp, "5");
+    let body = json!({"tousername": CORP, "encrypt": sealed.encrypt}).to_string();
+    let url = format!("{}/?msg_signature={}&timestamp={timestamp}&nonce=5", fixture.service.url, sealed.msg_signature);
+    let mut answers = Vec::new();
+    for _ in 0..4 {
+        let response = reqwest::Client::new().post(&url).body(body.clone()).send().await.unwrap();
+        assert_eq!(response.status(), 200);
+        answers.push(fixture.client.open(&response.text().await.unwrap()).unwrap());
+    }
+    assert!(answers.iter().all(|answer| *answer == answers[0]), "{answers:?}");
+    let reached = fixture.simulator.calls().iter().filter(|call| call.api == "create_rule").count();
+    assert_eq!(reached, 1, "executed once");
+    fixture.service.stop().await;
+}

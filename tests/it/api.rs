@@ -172,6 +172,22 @@ async fn an_event_that_cannot_be_accepted_is_500_and_its_retry_is_processed() {
     assert_eq!(app.dispatcher.recorded.lock().unwrap().events.len(), 1);
 }
 
+/// The request gives up (a timeout here; a disconnect is the same) while the event is being
+/// stored: the work finishes anyway, and WeCom's retry is acknowledged without running it again.
+#[tokio::test]
+async fn an_event_whose_request_times_out_is_still_kept_once() {
+    let app = spawn_app_with(test_config_with("request_timeout_ms = 100")).await;
+    *app.dispatcher.event_delay.lock().unwrap() = std::time::Duration::from_millis(500);
+    let signed = app.signed_now(MSGAUDIT_NOTIFY);
+    assert_eq!(app.post_xml("/", &signed, CORP_ID).await.status(), 408);
+    let retry = app.post_xml("/", &signed, CORP_ID).await;
+    assert_eq!(retry.text().await.unwrap(), "success", "the retry finds the delivery in progress");
+    tokio::time::sleep(std::time::Duration::from_millis(800)).await;
+    assert_eq!(app.dispatcher.recorded.lock().unwrap().events, vec!["classic:msgaudit_notify"], "finished detached");
+    assert_eq!(app.post_xml("/", &signed, CORP_ID).await.text().await.unwrap(), "success");
+    assert_eq!(app.dispatcher.recorded.lock().unwrap().events.len(), 1, "kept once");
+}
+
 #[tokio::test]
 async fn malformed_envelopes_are_400() {
     let app = spawn_app().await;
@@ -332,4 +348,26 @@ async fn health_readiness_and_metrics_answer() {
     assert!(metrics.contains("wecom_zone_http_request_duration_seconds_count{route=\"/\"} 1"), "{metrics}");
     assert!(metrics.contains("wecom_zone_inbound_total{kind=\"classic:msgaudit_notify\"} 1"), "{metrics}");
     assert_eq!(error_of(get("/nowhere").await.unwrap()).await.0, 404);
+}
+
+#[tokio::test]
+async fn a_replayed_synchronous_call_runs_once_and_gets_the_first_answer() {
+    let app = spawn_app().await;
+    let signed = app.signed_now(&ability_call("echo", r#"{"n":1}"#, false));
+    let mut outputs = Vec::new();
+    for replay in 0..3 {
+        let response = if replay == 1 {
+            app.post_xml("/", &signed, CORP_ID).await
+        } else {
+            app.post_json("/", &signed, CORP_ID).await
+        };
+        assert_eq!(response.status(), 200);
+        outputs.push(app.open_reply(&response.text().await.unwrap()));
+    }
+    assert_eq!(outputs[0]["echo"], r#"{"n":1}"#);
+    assert!(outputs.iter().all(|output| *output == outputs[0]));
+    assert_eq!(app.dispatcher.recorded.lock().unwrap().sync_calls, vec!["echo"], "dispatched once");
+    let fresh = app.signed_now(&ability_call("echo", r#"{"n":1}"#, false));
+    assert_eq!(app.post_json("/", &fresh, CORP_ID).await.status(), 200);
+    assert_eq!(app.dispatcher.recorded.lock().unwrap().sync_calls.len(), 2, "a new delivery runs");
 }

@@ -35,11 +35,15 @@ pub struct RecordingDispatcher {
     pub recorded: Mutex<Recorded>,
     /// When set, accepting events fails (to test that a failure is retried, not swallowed).
     pub fail_events: Mutex<bool>,
+    /// How long accepting an event takes (storage under load).
+    pub event_delay: Mutex<std::time::Duration>,
 }
 
 impl Dispatcher for RecordingDispatcher {
     fn accept_event(&self, event: Event, _delivery: DeliveryKey) -> BoxFuture<'_, Result<(), DispatchError>> {
         Box::pin(async move {
+            let delay = *self.event_delay.lock().unwrap();
+            tokio::time::sleep(delay).await;
             if *self.fail_events.lock().unwrap() {
                 return Err(DispatchError("storage unavailable".into()));
             }
@@ -80,12 +84,17 @@ pub struct TestApp {
 }
 
 pub fn test_config(max_clock_skew_s: u64) -> Config {
+    test_config_with(&format!("max_clock_skew_s = {max_clock_skew_s}"))
+}
+
+/// The two-corp test config with `server` lines added to `[server]`.
+pub fn test_config_with(server: &str) -> Config {
     let text = format!(
         r#"
 [server]
 listen = "127.0.0.1:0"
 body_limit_bytes = {BODY_LIMIT}
-max_clock_skew_s = {max_clock_skew_s}
+{server}
 
 [[corp]]
 corp_id = "{CORP_ID}"
