@@ -108,6 +108,15 @@ impl EncodeMetric for LatencyHistogram {
     }
 }
 
+/// See [`Metrics::open_connection`].
+pub struct OpenConnection(Gauge);
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
 pub struct Metrics {
     // Registration happens once; encoding takes the lock only to read.
     registry: Mutex<Registry>,
@@ -116,6 +125,8 @@ pub struct Metrics {
     decrypt_failures: Family<ReasonLabels, Counter>,
     inbound: Family<KindLabels, Counter>,
     duplicate_deliveries: Counter,
+    open_connections: Gauge,
+    connections_refused: Counter,
     records_stored: Family<CorpLabels, Counter>,
     records_duplicate: Family<CorpLabels, Counter>,
     pages: Family<CorpLabels, Counter>,
@@ -143,6 +154,14 @@ impl Metrics {
         let decrypt_failures = Family::<ReasonLabels, Counter>::default();
         let inbound = Family::<KindLabels, Counter>::default();
         let duplicate_deliveries = Counter::default();
+        let open_connections = Gauge::default();
+        let connections_refused = Counter::default();
+        registry.register("open_connections", "HTTP connections being served", open_connections.clone());
+        registry.register(
+            "connections_refused",
+            "HTTP connections closed on accept because server.max_connections were open",
+            connections_refused.clone(),
+        );
         registry.register("http_requests", "HTTP requests by route and status", http_requests.clone());
         registry.register("http_request_duration_seconds", "HTTP request latency by route", http_duration.clone());
         registry.register(
@@ -197,6 +216,8 @@ impl Metrics {
             decrypt_failures,
             inbound,
             duplicate_deliveries,
+            open_connections,
+            connections_refused,
             records_stored,
             records_duplicate,
             pages,
@@ -226,6 +247,16 @@ impl Metrics {
 
     pub fn duplicate_delivery(&self) {
         self.duplicate_deliveries.inc();
+    }
+
+    pub fn connection_refused(&self) {
+        self.connections_refused.inc();
+    }
+
+    /// Counts a connection as open until the returned guard is dropped.
+    pub fn open_connection(&self) -> OpenConnection {
+        self.open_connections.inc();
+        OpenConnection(self.open_connections.clone())
     }
 
     pub fn page_committed(&self, corp_id: &str, inserted: usize, duplicates: usize) {

@@ -105,6 +105,16 @@ pub struct ServerConfig {
     pub request_timeout: Duration,
     /// How long a delivery is remembered so that a re-delivery is acknowledged, not re-processed.
     pub duplicate_window: Duration,
+    /// A connection that takes longer to send a request's headers (or stays idle between
+    /// requests this long) is closed.
+    pub header_read_timeout: Duration,
+    /// Connections beyond this many are closed as soon as they are accepted.
+    pub max_connections: usize,
+    /// Request bodies being read, all together, hold at most this many bytes; a body that would
+    /// pass it is answered 503.
+    pub body_buffer_bytes: usize,
+    /// At shutdown, open connections get this long to finish before they are closed.
+    pub shutdown_grace: Duration,
 }
 
 #[derive(Debug, Clone)]

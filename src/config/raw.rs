@@ -50,6 +50,14 @@ struct RawServer {
     request_timeout_ms: u64,
     #[serde(deserialize_with = "lenient")]
     duplicate_window_s: u64,
+    #[serde(deserialize_with = "lenient")]
+    header_read_timeout_ms: u64,
+    #[serde(deserialize_with = "lenient")]
+    max_connections: usize,
+    #[serde(deserialize_with = "lenient")]
+    body_buffer_bytes: usize,
+    #[serde(deserialize_with = "lenient")]
+    shutdown_grace_ms: u64,
 }
 
 impl Default for RawServer {
@@ -60,6 +68,10 @@ impl Default for RawServer {
             max_clock_skew_s: 300,
             request_timeout_ms: 10_000,
             duplicate_window_s: 86_400,
+            header_read_timeout_ms: 10_000,
+            max_connections: 10_000,
+            body_buffer_bytes: 64 << 20,
+            shutdown_grace_ms: 5_000,
         }
     }
 }
@@ -266,12 +278,25 @@ impl RawServer {
         if self.request_timeout_ms == 0 {
             return Err(ConfigError::invalid("server.request_timeout_ms", "must be positive"));
         }
+        if self.header_read_timeout_ms == 0 {
+            return Err(ConfigError::invalid("server.header_read_timeout_ms", "must be positive"));
+        }
+        if self.max_connections == 0 {
+            return Err(ConfigError::invalid("server.max_connections", "must be positive"));
+        }
+        if self.body_buffer_bytes < self.body_limit_bytes {
+            return Err(ConfigError::invalid("server.body_buffer_bytes", "must be at least body_limit_bytes"));
+        }
         Ok(ServerConfig {
             listen,
             body_limit_bytes: self.body_limit_bytes,
             max_clock_skew: (self.max_clock_skew_s > 0).then(|| Duration::from_secs(self.max_clock_skew_s)),
             request_timeout: Duration::from_millis(self.request_timeout_ms),
             duplicate_window: Duration::from_secs(self.duplicate_window_s),
+            header_read_timeout: Duration::from_millis(self.header_read_timeout_ms),
+            max_connections: self.max_connections,
+            body_buffer_bytes: self.body_buffer_bytes,
+            shutdown_grace: Duration::from_millis(self.shutdown_grace_ms),
         })
     }
 }

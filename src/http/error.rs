@@ -34,6 +34,9 @@ pub enum ApiError {
     Timeout,
     #[error("storage is not available")]
     NotReady,
+    /// The request bodies being read already hold `server.body_buffer_bytes`.
+    #[error("the server is busy, retry later")]
+    Busy,
 }
 
 impl ApiError {
@@ -43,7 +46,7 @@ impl ApiError {
             ApiError::BodyUnreadable => (StatusCode::BAD_REQUEST, PARSE_ERROR),
             ApiError::NotFound => (StatusCode::NOT_FOUND, 404),
             ApiError::Timeout => (StatusCode::REQUEST_TIMEOUT, SYSTEM_BUSY),
-            ApiError::NotReady => (StatusCode::SERVICE_UNAVAILABLE, SYSTEM_BUSY),
+            ApiError::NotReady | ApiError::Busy => (StatusCode::SERVICE_UNAVAILABLE, SYSTEM_BUSY),
             ApiError::Inbound(error) => inbound_status(error),
         }
     }

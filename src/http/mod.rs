@@ -9,7 +9,9 @@
 //! timeout, metrics) cost a third of the front door's throughput; these two functions do the same
 //! work for a fraction of it (README, performance).
 
+mod body;
 mod error;
+mod server;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -18,12 +20,11 @@ use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use axum::Router;
-use axum::body::{Body, Bytes};
+use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use http_body_util::{BodyExt, LengthLimitError, Limited};
 use tokio::net::TcpListener;
 
 pub use error::ApiError;
@@ -40,6 +41,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     pub readiness: Arc<Readiness>,
     pub server: ServerConfig,
+    /// Bytes of request bodies being read, all requests together.
+    body_budget: body::BodyBudget,
 }
 
 impl AppState {
@@ -56,7 +59,8 @@ impl AppState {
         clock: Clock,
     ) -> Result<Arc<AppState>, CryptoError> {
         let front_door = FrontDoor::new(config, dispatcher, Arc::clone(&metrics), clock)?;
-        Ok(Arc::new(AppState { front_door, metrics, readiness, server: config.server.clone() }))
+        let body_budget = body::BodyBudget::new(config.server.body_buffer_bytes);
+        Ok(Arc::new(AppState { front_door, metrics, readiness, server: config.server.clone(), body_budget }))
     }
 }
 
@@ -124,7 +128,13 @@ pub async fn serve(
     state: SharedState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(state)).with_graceful_shutdown(shutdown).await
+    let limits = server::ConnectionLimits {
+        max_connections: state.server.max_connections,
+        header_read_timeout: state.server.header_read_timeout,
+        shutdown_grace: state.server.shutdown_grace,
+    };
+    let metrics = Arc::clone(&state.metrics);
+    server::run(listener, router(state), limits, metrics, shutdown).await
 }
 
 /// A bare axum server whose handlers return constants: the yardstick of `bench front-door`.
@@ -184,7 +194,7 @@ async fn verify_url_for_corp(State(state): State<SharedState>, Path(corp_id): Pa
 
 async fn receive(State(state): State<SharedState>, uri: Uri, body: Body) -> Response {
     observed(&state, Route::Root, async {
-        let body = read_body(body, state.server.body_limit_bytes).await?;
+        let body = state.body_budget.read(body, state.server.body_limit_bytes).await?;
         Ok(render(state.front_door.receive(None, uri.query(), &body).await?))
     })
     .await
@@ -197,19 +207,10 @@ async fn receive_for_corp(
     body: Body,
 ) -> Response {
     observed(&state, Route::Callback, async {
-        let body = read_body(body, state.server.body_limit_bytes).await?;
+        let body = state.body_budget.read(body, state.server.body_limit_bytes).await?;
         Ok(render(state.front_door.receive(Some(&corp_id), uri.query(), &body).await?))
     })
     .await
-}
-
-/// The whole body, or 413 past `limit` bytes (counted as they arrive, whatever the headers say).
-async fn read_body(body: Body, limit: usize) -> Result<Bytes, ApiError> {
-    match Limited::new(body, limit).collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(error) if error.is::<LengthLimitError>() => Err(ApiError::BodyTooLarge { limit }),
-        Err(_) => Err(ApiError::BodyUnreadable),
-    }
 }
 
 fn render(reply: Reply) -> Response {

@@ -371,3 +371,79 @@ async fn a_replayed_synchronous_call_runs_once_and_gets_the_first_answer() {
     assert_eq!(app.post_json("/", &fresh, CORP_ID).await.status(), 200);
     assert_eq!(app.dispatcher.recorded.lock().unwrap().sync_calls.len(), 2, "a new delivery runs");
 }
+
+/// Writes `prefix`, then one byte every `every` until the server closes the socket; returns how
+/// long the socket stayed open.
+async fn trickle(address: String, prefix: &'static [u8], every: std::time::Duration) -> std::time::Duration {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let started = std::time::Instant::now();
+    let mut socket = tokio::net::TcpStream::connect(&address).await.unwrap();
+    socket.write_all(prefix).await.unwrap();
+    let mut buffer = [0u8; 256];
+    loop {
+        tokio::select! {
+            read = socket.read(&mut buffer) => match read {
+                Ok(0) | Err(_) => return started.elapsed(),
+                Ok(_) => {}
+            },
+            () = tokio::time::sleep(every) => {
+                if socket.write_all(b"a").await.is_err() {
+                    return started.elapsed();
+                }
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_trickling_its_headers_is_closed_after_the_header_timeout() {
+    let app = spawn_app_with(test_config_with("header_read_timeout_ms = 300")).await;
+    let address = app.base_url.trim_start_matches("http://").to_owned();
+    let every = std::time::Duration::from_millis(50);
+    let slow: Vec<_> =
+        (0..100).map(|_| tokio::spawn(trickle(address.clone(), b"GET /healthz HTTP/1.1\r\nX-Slow: ", every))).collect();
+    let started = std::time::Instant::now();
+    assert_eq!(app.client.get(app.url("/healthz")).send().await.unwrap().status(), 200);
+    assert!(started.elapsed() < std::time::Duration::from_secs(1), "health answered beside them");
+    for open in slow {
+        let open = open.await.unwrap();
+        assert!(open < std::time::Duration::from_secs(3), "closed by the header timeout, after {open:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_past_the_cap_are_closed_on_accept() {
+    use tokio::io::AsyncReadExt;
+    let app = spawn_app_with(test_config_with("max_connections = 20")).await;
+    let address = app.base_url.trim_start_matches("http://").to_owned();
+    let mut held = Vec::new();
+    for _ in 0..20 {
+        held.push(tokio::net::TcpStream::connect(&address).await.unwrap());
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    let mut extra = tokio::net::TcpStream::connect(&address).await.unwrap();
+    let read = tokio::time::timeout(std::time::Duration::from_secs(2), extra.read(&mut [0u8; 16])).await;
+    assert!(matches!(read, Ok(Ok(0) | Err(_))), "the 21st connection is closed at once: {read:?}");
+    drop(held);
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    let metrics = app.metrics().await;
+    assert!(metrics.contains("wecom_zone_connections_refused_total 1"), "{metrics}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bodies_being_read_share_a_bounded_buffer() {
+    use tokio::io::AsyncWriteExt;
+    let app = spawn_app_with(test_config_with(&format!("body_buffer_bytes = {BODY_LIMIT}"))).await;
+    let address = app.base_url.trim_start_matches("http://").to_owned();
+    let mut slow = tokio::net::TcpStream::connect(&address).await.unwrap();
+    let head = format!("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: {BODY_LIMIT}\r\n\r\n");
+    slow.write_all(head.as_bytes()).await.unwrap();
+    slow.write_all(&vec![b'<'; BODY_LIMIT - 100]).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let signed = app.signed_now(MSGAUDIT_NOTIFY);
+    let (status, errcode, _) = error_of(app.post_xml("/", &signed, CORP_ID).await).await;
+    assert_eq!((status, errcode), (503, -1), "no room while the slow body holds the buffer");
+    drop(slow);
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    assert_eq!(app.post_xml("/", &signed, CORP_ID).await.status(), 200, "room again once it is gone");
+}

@@ -213,3 +213,72 @@ fn demo_runs_end_to_end_and_reports_what_it_stored() {
     assert!(std::path::Path::new(&data_dir).join("wecom-zone.sqlite").exists());
     let _ = std::fs::remove_dir_all(data_dir);
 }
+
+/// 2,000 slow clients (half trickling headers, half trickling a POST body) neither keep
+/// `/healthz` from answering nor SIGTERM from ending the process within 10 s. Loopback only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_thousand_slow_clients_block_neither_health_nor_shutdown() {
+    use tokio::io::AsyncWriteExt;
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let listen = format!("127.0.0.1:{port}");
+    let data = tempfile::tempdir().unwrap();
+    let mut child = Command::new(BIN)
+        .args(["serve", "--config", "config/wecom-zone.example.toml"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .envs(FILLED)
+        .env("WECOM_ZONE__SERVER__LISTEN", &listen)
+        // Longer than the 10 s allowed for shutdown: in-flight requests must not hold it up.
+        .env("WECOM_ZONE__SERVER__REQUEST_TIMEOUT_MS", "60000")
+        .env("WECOM_ZONE__STORAGE__PATH", data.path().join("db.sqlite"))
+        .env("WECOM_ZONE__UPSTREAM__BASE_URL", "http://127.0.0.1:9")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let health = format!("http://{listen}/healthz");
+    let client = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while client.get(&health).send().await.is_err() {
+        assert!(Instant::now() < deadline, "service never became healthy");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut sockets = Vec::new();
+    for index in 0..2000 {
+        let mut socket = tokio::net::TcpStream::connect(&listen).await.unwrap();
+        let prefix: &[u8] = if index % 2 == 0 {
+            b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: "
+        } else {
+            b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n<xml>"
+        };
+        socket.write_all(prefix).await.unwrap();
+        sockets.push(socket);
+    }
+    let trickling = tokio::spawn(async move {
+        loop {
+            for socket in &mut sockets {
+                let _ = socket.write_all(b"a").await;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    });
+    let started = Instant::now();
+    let answer = client.get(&health).send().await.unwrap();
+    assert_eq!(answer.status(), 200);
+    assert!(started.elapsed() < Duration::from_secs(2), "health took {:?}", started.elapsed());
+
+    let terminated = Instant::now();
+    assert!(Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success());
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if terminated.elapsed() > Duration::from_secs(10) {
+            let _ = child.kill();
+            panic!("still running 10 s after SIGTERM");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    trickling.abort();
+    assert_eq!(status.code(), Some(0));
+    eprintln!("exited {:?} after SIGTERM with 2,000 slow clients", terminated.elapsed());
+}
