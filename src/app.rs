@@ -21,7 +21,7 @@ use crate::config::Config;
 use crate::crypto::CryptoError;
 use crate::domain::{BoxFuture, Clock, CorpId};
 use crate::ingest::{Ingestor, PullListener, PullScheduler};
-use crate::mailbox::Mailbox;
+use crate::mailbox::{Mailbox, MailboxPolicy};
 use crate::metrics::Metrics;
 use crate::service::ZoneService;
 use crate::store::{SqliteStore, StoreError, StoreHealth, blocking};
@@ -101,13 +101,13 @@ pub fn start_with_clock(config: Config, clock: Clock) -> Result<Service, StartEr
     let metrics = Arc::new(Metrics::new());
     let upstream = UpstreamClient::new(&config, Arc::clone(&metrics))?;
     let (store, ingestor) = build_ingestor(&config, upstream.clone(), Arc::clone(&metrics))?;
-    let mailbox = Arc::new(Mailbox::new(
-        Arc::clone(&store) as _,
-        upstream.clone(),
-        config.mailbox.ttl,
-        config.mailbox.max_answer_bytes,
-        clock.clone(),
-    ));
+    let policy = MailboxPolicy {
+        ttl: config.mailbox.ttl,
+        max_answer_bytes: config.mailbox.max_answer_bytes,
+        retry: config.background.entry_retry(),
+    };
+    let mailbox =
+        Arc::new(Mailbox::new(Arc::clone(&store) as _, upstream.clone(), policy, clock.clone(), Arc::clone(&metrics)));
     let abilities = Arc::new(Abilities::new(
         Arc::clone(&store) as _,
         upstream.clone(),
@@ -117,9 +117,10 @@ pub fn start_with_clock(config: Config, clock: Clock) -> Result<Service, StartEr
     let jobs = Arc::new(JobRunner::new(
         Arc::clone(&store) as _,
         Arc::clone(&abilities),
-        upstream,
-        Arc::clone(&mailbox),
+        (upstream, Arc::clone(&mailbox)),
         clock.clone(),
+        config.background.entry_retry(),
+        Arc::clone(&metrics),
     ));
     let (stop_background, shutdown) = background::shutdown_channel();
     let backoff = Backoff { base: config.background.retry_base, max: config.background.retry_max };

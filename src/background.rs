@@ -23,6 +23,9 @@ pub enum Round {
     Idle,
     /// Something failed and is kept for later: back off, then try again.
     Failed,
+    /// Nothing is due before this long (entries waiting out their own backoff): wait for a
+    /// wake-up or this long, whichever comes first, and never longer than the idle timer.
+    Sleep(Duration),
 }
 
 pub trait Worker: Send + Sync + 'static {
@@ -50,9 +53,49 @@ impl Backoff {
         self.ceiling(retry).mul_f64(rand::random::<f64>())
     }
 
+    /// As [`Backoff::delay`], but never shorter than `base`: for entries that must not be
+    /// retried at once after a failure.
+    pub fn delay_at_least_base(&self, retry: u32) -> Duration {
+        self.delay(retry).max(self.base)
+    }
+
     /// The largest delay retry `n` may draw.
     pub fn ceiling(&self, retry: u32) -> Duration {
         self.base.saturating_mul(1u32 << retry.min(20)).min(self.max)
+    }
+}
+
+/// How each entry of a durable queue (mailbox notifications, async results) is retried: on its
+/// own backoff, so a few failing entries never hold up the rest, until it becomes a dead letter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EntryRetry {
+    pub backoff: Backoff,
+    pub max_attempts: u32,
+}
+
+impl EntryRetry {
+    /// After `attempts` failed attempts (the latest included): when to try again (Unix ms), or
+    /// `None` when the entry is a dead letter.
+    pub fn next_attempt(&self, attempts: i64, now_ms: i64) -> Option<i64> {
+        if attempts >= i64::from(self.max_attempts) {
+            return None;
+        }
+        let retry = u32::try_from(attempts.saturating_sub(1)).unwrap_or(0);
+        let delay = self.backoff.delay_at_least_base(retry);
+        Some(now_ms.saturating_add(i64::try_from(delay.as_millis()).unwrap_or(i64::MAX)))
+    }
+}
+
+/// The round's verdict after a batch of a durable queue: more at once when the batch was full,
+/// else a sleep until the next entry is due, else idle.
+pub fn after_batch(batch_was_full: bool, next_due_ms: Option<i64>, now_ms: i64) -> Round {
+    match (batch_was_full, next_due_ms) {
+        (true, _) => Round::More,
+        (false, Some(due)) => {
+            let wait = u64::try_from(due.saturating_sub(now_ms)).unwrap_or(0);
+            Round::Sleep(Duration::from_millis(wait.max(1)))
+        }
+        (false, None) => Round::Idle,
     }
 }
 
@@ -119,6 +162,11 @@ pub fn spawn(worker: Arc<dyn Worker>, wake: Arc<Notify>, pace: Pace, mut shutdow
                     Round::Failed => {
                         tokio::time::sleep(pace.backoff.delay(failures)).await;
                         failures = failures.saturating_add(1);
+                    }
+                    Round::Sleep(due_in) => {
+                        failures = 0;
+                        let wait = pace.idle.map_or(due_in, |idle| idle.min(due_in));
+                        let _ = tokio::time::timeout(wait, wake.notified()).await;
                     }
                 }
             };

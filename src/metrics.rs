@@ -30,6 +30,11 @@ struct ReasonLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct QueueLabels {
+    queue: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct KindLabels {
     kind: &'static str,
 }
@@ -127,6 +132,7 @@ pub struct Metrics {
     duplicate_deliveries: Counter,
     open_connections: Gauge,
     connections_refused: Counter,
+    dead_lettered: Family<QueueLabels, Counter>,
     records_stored: Family<CorpLabels, Counter>,
     records_duplicate: Family<CorpLabels, Counter>,
     pages: Family<CorpLabels, Counter>,
@@ -156,6 +162,13 @@ impl Metrics {
         let duplicate_deliveries = Counter::default();
         let open_connections = Gauge::default();
         let connections_refused = Counter::default();
+        let dead_lettered = Family::<QueueLabels, Counter>::default();
+        registry.register(
+            "dead_letters",
+            "Mailbox notifications (queue=mailbox) and async results (queue=jobs) that became dead letters \
+             after delivery.max_attempts failures, since start; ingest_status counts those stored",
+            dead_lettered.clone(),
+        );
         registry.register("open_connections", "HTTP connections being served", open_connections.clone());
         registry.register(
             "connections_refused",
@@ -218,6 +231,7 @@ impl Metrics {
             duplicate_deliveries,
             open_connections,
             connections_refused,
+            dead_lettered,
             records_stored,
             records_duplicate,
             pages,
@@ -247,6 +261,11 @@ impl Metrics {
 
     pub fn duplicate_delivery(&self) {
         self.duplicate_deliveries.inc();
+    }
+
+    /// `queue` is `mailbox` or `jobs`.
+    pub fn dead_lettered(&self, queue: &'static str) {
+        self.dead_lettered.get_or_create(&QueueLabels { queue }).inc();
     }
 
     pub fn connection_refused(&self) {

@@ -8,10 +8,11 @@ use serde_json::{Value, json};
 use tokio::sync::Notify;
 
 use super::Abilities;
-use crate::background::{self, Round, Worker};
+use crate::background::{self, EntryRetry, Round, Worker};
 use crate::domain::{AbilityCall, BoxFuture, Clock, DeliveryKey, JobState};
 use crate::mailbox::Mailbox;
-use crate::store::{Job, JobStore, NewJob, StoreError, blocking};
+use crate::metrics::Metrics;
+use crate::store::{Job, JobDelivery, JobStore, NewJob, StoreError, blocking};
 use crate::upstream::UpstreamClient;
 
 pub struct JobRunner {
@@ -21,17 +22,23 @@ pub struct JobRunner {
     mailbox: Arc<Mailbox>,
     wake: Arc<Notify>,
     clock: Clock,
+    retry: EntryRetry,
+    metrics: Arc<Metrics>,
 }
+
+/// Jobs run or delivered per round.
+const JOB_BATCH: usize = 50;
 
 impl JobRunner {
     pub fn new(
         store: Arc<dyn JobStore>,
         abilities: Arc<Abilities>,
-        upstream: UpstreamClient,
-        mailbox: Arc<Mailbox>,
+        (upstream, mailbox): (UpstreamClient, Arc<Mailbox>),
         clock: Clock,
+        retry: EntryRetry,
+        metrics: Arc<Metrics>,
     ) -> JobRunner {
-        JobRunner { store, abilities, upstream, mailbox, wake: Arc::new(Notify::new()), clock }
+        JobRunner { store, abilities, upstream, mailbox, wake: Arc::new(Notify::new()), clock, retry, metrics }
     }
 
     /// What wakes the runner: a job was kept.
@@ -59,20 +66,21 @@ impl JobRunner {
         Ok(())
     }
 
-    /// Runs every pending job and delivers every result.
+    /// Runs and delivers the jobs that are due, each on its own retry schedule.
     async fn run_round(&self) -> Result<Round, StoreError> {
         let store = Arc::clone(&self.store);
-        let jobs = blocking(move || store.jobs_unfinished()).await?;
-        let mut all_delivered = true;
+        let now_ms = self.clock.now_ms();
+        let jobs = blocking(move || store.jobs_due(now_ms, JOB_BATCH)).await?;
+        let batch_was_full = jobs.len() == JOB_BATCH;
         for job in jobs {
-            if !self.run_and_deliver(job).await? {
-                all_delivered = false;
-            }
+            self.run_and_deliver(job).await?;
         }
-        Ok(if all_delivered { Round::Idle } else { Round::Failed })
+        let store = Arc::clone(&self.store);
+        let next_due = blocking(move || store.jobs_next_attempt()).await?;
+        Ok(background::after_batch(batch_was_full, next_due, self.clock.now_ms()))
     }
 
-    async fn run_and_deliver(&self, job: Job) -> Result<bool, StoreError> {
+    async fn run_and_deliver(&self, job: Job) -> Result<(), StoreError> {
         let (errcode, result) = match (&job.result, job.state) {
             (Some(result), state) if state != JobState::Pending => (job.errcode.unwrap_or(0), result.clone()),
             _ => self.execute(&job).await?,
@@ -80,16 +88,28 @@ impl JobRunner {
         let request = json!({"job_info": job.call.job_info, "errcode": errcode, "result": result});
         let outcome =
             self.upstream.invoke::<_, Value>(&job.call.corp_id, "program_async_job_call_back", &request).await;
-        let delivered = outcome.is_ok();
-        if let Err(error) = &outcome {
-            tracing::warn!(ability_id = %job.call.ability_id, %error, "program_async_job_call_back failed; retrying");
-        } else {
-            tracing::info!(ability_id = %job.call.ability_id, "async result delivered");
-        }
+        let delivery = match &outcome {
+            Ok(_) => {
+                tracing::info!(ability_id = %job.call.ability_id, "async result delivered");
+                JobDelivery::Delivered
+            }
+            Err(error) => match self.retry.next_attempt(job.attempts + 1, self.clock.now_ms()) {
+                Some(at_ms) => {
+                    tracing::warn!(ability_id = %job.call.ability_id, %error, "program_async_job_call_back failed; retrying");
+                    JobDelivery::RetryAt(at_ms)
+                }
+                None => {
+                    self.metrics.dead_lettered("jobs");
+                    tracing::error!(ability_id = %job.call.ability_id, %error, attempts = job.attempts + 1,
+                        "program_async_job_call_back kept failing; the result is a dead letter (kept, no longer retried)");
+                    JobDelivery::DeadLetter
+                }
+            },
+        };
         let store = Arc::clone(&self.store);
         let now = self.clock.now();
-        blocking(move || store.job_delivery_attempt(job.id, delivered, now)).await?;
-        Ok(delivered)
+        blocking(move || store.job_delivery_attempt(job.id, delivery, now)).await?;
+        Ok(())
     }
 
     /// Runs the ability, keeps the result (job row and mailbox) before any delivery attempt.
@@ -106,16 +126,17 @@ impl JobRunner {
         let output = self.abilities.call(&call).await;
         let errcode = output.get("errcode").and_then(Value::as_i64).unwrap_or(0);
         let result = output.to_string();
+        let kept = self.mailbox.async_result_entry(
+            &job.call.corp_id,
+            job.id,
+            &job.call.ability_id,
+            &job.call.job_info,
+            &output,
+        );
         let store = Arc::clone(&self.store);
         let (id, stored_result, now) = (job.id, result.clone(), self.clock.now());
-        blocking(move || store.job_set_result(id, errcode, &stored_result, now)).await?;
-        if let Err(error) = self
-            .mailbox
-            .keep_async_result(&job.call.corp_id, job.id, &job.call.ability_id, &job.call.job_info, &output)
-            .await
-        {
-            tracing::warn!(%error, "async result not kept in the mailbox");
-        }
+        blocking(move || store.job_finish(id, errcode, &stored_result, &kept, now)).await?;
+        self.mailbox.wake().notify_one();
         Ok((errcode, result))
     }
 }

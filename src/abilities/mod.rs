@@ -159,5 +159,5 @@ pub(crate) fn parse_input<T: DeserializeOwned>(request_data: &str) -> Result<T, 
 
 /// Seconds since `time`, never negative.
 pub(crate) fn age_of(time: i64) -> i64 {
-    (unix_now() - time).max(0)
+    unix_now().saturating_sub(time).max(0)
 }

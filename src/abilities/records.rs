@@ -162,6 +162,10 @@ pub async fn ingest_status(store: Arc<dyn RecordStore>, call: &AbilityCall) -> R
         "pages": status.pages,
         "newest_send_time": status.newest_send_time.unwrap_or(0),
         "newest_message_age_s": status.newest_send_time.map_or(-1, age_of),
+        "dead_letters": {
+            "notifications": status.dead_letter_notifications,
+            "async_results": status.dead_letter_jobs,
+        },
     }))
 }
 

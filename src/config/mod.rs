@@ -166,15 +166,33 @@ pub struct BackgroundConfig {
     /// An idle worker that nobody wakes runs a round this often anyway (pullers use
     /// `ingest.poll_interval_s` instead).
     pub idle_poll: Duration,
+    /// Each mailbox notification and async result retries on its own schedule: before retry n,
+    /// at least `retry_base` and at most `min(entry_retry_max, retry_base * 2^n)`.
+    pub entry_retry_max: Duration,
+    /// After this many failed attempts an entry becomes a dead letter (`[delivery] max_attempts`).
+    pub max_attempts: u32,
 }
 
 impl BackgroundConfig {
-    fn from_upstream(upstream: &UpstreamConfig) -> BackgroundConfig {
+    fn new(upstream: &UpstreamConfig, max_attempts: u32, retry_max_s: u64) -> Result<BackgroundConfig, ConfigError> {
+        if max_attempts == 0 {
+            return Err(ConfigError::invalid("delivery.max_attempts", "must be positive"));
+        }
         let retry_base = upstream.retry_max.max(Duration::from_millis(100));
-        BackgroundConfig {
+        Ok(BackgroundConfig {
             retry_base,
             retry_max: retry_base.max(Duration::from_secs(60)),
             idle_poll: Duration::from_secs(60),
+            entry_retry_max: retry_base.max(Duration::from_secs(retry_max_s)),
+            max_attempts,
+        })
+    }
+
+    /// How each mailbox notification and async result is retried.
+    pub fn entry_retry(&self) -> crate::background::EntryRetry {
+        crate::background::EntryRetry {
+            backoff: crate::background::Backoff { base: self.retry_base, max: self.entry_retry_max },
+            max_attempts: self.max_attempts,
         }
     }
 }

@@ -35,7 +35,24 @@ pub(super) struct RawConfig {
     #[serde(default)]
     abilities: RawAbilities,
     #[serde(default)]
+    delivery: RawDelivery,
+    #[serde(default)]
     corp: Vec<RawCorp>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawDelivery {
+    #[serde(deserialize_with = "lenient")]
+    max_attempts: u32,
+    #[serde(deserialize_with = "lenient")]
+    retry_max_s: u64,
+}
+
+impl Default for RawDelivery {
+    fn default() -> Self {
+        RawDelivery { max_attempts: 30, retry_max_s: 600 }
+    }
 }
 
 #[derive(Deserialize)]
@@ -257,7 +274,7 @@ impl RawConfig {
             ingest,
             server: self.server.validate()?,
             storage: StorageConfig { path: self.storage.path },
-            background: BackgroundConfig::from_upstream(&upstream),
+            background: BackgroundConfig::new(&upstream, self.delivery.max_attempts, self.delivery.retry_max_s)?,
             upstream,
             mailbox: self.mailbox.validate()?,
             abilities: AbilitiesConfig { invoke_apis: self.abilities.invoke_apis },

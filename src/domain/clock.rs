@@ -29,6 +29,16 @@ impl Clock {
         }
     }
 
+    /// Unix milliseconds (a manual clock's seconds, times 1000).
+    pub fn now_ms(&self) -> i64 {
+        match &self.manual {
+            Some(now) => now.load(Ordering::SeqCst).saturating_mul(1000),
+            None => SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |elapsed| i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX)),
+        }
+    }
+
     /// Moves a manual clock by `seconds`; the system clock cannot be moved (returns false).
     pub fn advance(&self, seconds: i64) -> bool {
         match &self.manual {

@@ -75,6 +75,9 @@ text_enum!(
         PendingNotify => "pending_notify",
         /// Announced; fetchable until it expires.
         Notified => "notified",
+        /// `spec_notify_app` failed `delivery.max_attempts` times; kept (and fetchable) but no
+        /// longer retried.
+        DeadLetter => "dead_letter",
     }
 );
 
@@ -86,6 +89,8 @@ text_enum!(
         /// Result kept, not yet accepted by `program_async_job_call_back`.
         Done => "done",
         Delivered => "delivered",
+        /// `program_async_job_call_back` failed `delivery.max_attempts` times; no longer retried.
+        DeadLetter => "dead_letter",
     }
 );
 

@@ -206,7 +206,7 @@ impl Ingestor {
                 summary.time_range = Some((low.min(record.send_time), high.max(record.send_time)));
             }
             if let Some((_, newest)) = summary.time_range {
-                self.metrics.cursor_lag(corp_id, unix_now() - newest);
+                self.metrics.cursor_lag(corp_id, unix_now().saturating_sub(newest));
             }
         }
         Ok(summary)

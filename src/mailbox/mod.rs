@@ -15,9 +15,10 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use tokio::sync::Notify;
 
-use crate::background::{self, Round, Worker};
+use crate::background::{self, EntryRetry, Round, Worker};
 use crate::domain::{BoxFuture, ClassicEvent, Clock, CorpId, Event, EventKind, NotifyId, ZoneEvent};
 use crate::ingest::PullListener;
+use crate::metrics::Metrics;
 use crate::store::{MailboxEntry, MailboxStore, NewMailboxEntry, StoreError, blocking};
 use crate::upstream::UpstreamClient;
 
@@ -48,17 +49,36 @@ pub struct Mailbox {
     /// Wakes the notifier (see [`Mailbox::wake`]).
     wake: Arc<Notify>,
     clock: Clock,
+    retry: EntryRetry,
+    metrics: Arc<Metrics>,
+}
+
+/// How the mailbox keeps and announces its entries.
+#[derive(Debug, Clone, Copy)]
+pub struct MailboxPolicy {
+    pub ttl: Duration,
+    pub max_answer_bytes: usize,
+    pub retry: EntryRetry,
 }
 
 impl Mailbox {
     pub fn new(
         store: Arc<dyn MailboxStore>,
         upstream: UpstreamClient,
-        ttl: Duration,
-        max_answer_bytes: usize,
+        policy: MailboxPolicy,
         clock: Clock,
+        metrics: Arc<Metrics>,
     ) -> Mailbox {
-        Mailbox { store, upstream, ttl, max_answer_bytes, wake: Arc::new(Notify::new()), clock }
+        Mailbox {
+            store,
+            upstream,
+            ttl: policy.ttl,
+            max_answer_bytes: policy.max_answer_bytes,
+            wake: Arc::new(Notify::new()),
+            clock,
+            retry: policy.retry,
+            metrics,
+        }
     }
 
     /// What wakes the notifier: an entry became ready to be announced.
@@ -95,22 +115,23 @@ impl Mailbox {
         Ok(id)
     }
 
-    /// Keeps the result of an async ability call.
-    pub async fn keep_async_result(
+    /// The entry that keeps the result of an async ability call. The job store writes it in
+    /// the transaction that keeps the result; then [`Mailbox::wake`] announces it.
+    pub fn async_result_entry(
         &self,
         corp_id: &CorpId,
         job_id: i64,
         ability_id: &str,
         job_info: &str,
         output: &Value,
-    ) -> Result<(), MailboxError> {
+    ) -> NewMailboxEntry {
         let kind = EventKind::AsyncResult;
         let payload = json!({
             "event_type": kind.name(),
             "timestamp": self.clock.now(),
             "async_result": {"ability_id": ability_id, "job_info": job_info, "result": output},
         });
-        let entry = NewMailboxEntry {
+        NewMailboxEntry {
             corp_id: corp_id.clone(),
             delivery_key: Some(format!("job:{job_id}").into_bytes()),
             kind: kind.name().to_owned(),
@@ -118,10 +139,7 @@ impl Mailbox {
             payload: payload.to_string(),
             awaiting_pull: false,
             notify_id: new_notify_id(),
-        };
-        self.insert(entry).await?;
-        self.wake.notify_one();
-        Ok(())
+        }
     }
 
     async fn insert(&self, entry: NewMailboxEntry) -> Result<Option<i64>, MailboxError> {
@@ -146,7 +164,8 @@ impl Mailbox {
         Ok(Fetched::Found(answer))
     }
 
-    /// One round: expire, then notify a batch of pending entries.
+    /// One round: expire, then notify the entries that are due, each on its own schedule, so
+    /// entries that keep failing wait out their backoff behind the others, never in front.
     async fn notify_round(&self) -> Result<Round, MailboxError> {
         let store = Arc::clone(&self.store);
         let now = self.clock.now();
@@ -155,21 +174,17 @@ impl Mailbox {
             tracing::debug!(expired, "mailbox entries expired");
         }
         let store = Arc::clone(&self.store);
-        let pending = blocking(move || store.mailbox_pending_notifications(NOTIFY_BATCH)).await?;
-        let mut all_notified = true;
-        for entry in &pending {
-            if !self.notify(entry).await? {
-                all_notified = false;
-            }
+        let now_ms = self.clock.now_ms();
+        let due = blocking(move || store.mailbox_due_notifications(now_ms, NOTIFY_BATCH)).await?;
+        for entry in &due {
+            self.notify(entry).await?;
         }
-        Ok(match (all_notified, pending.len() < NOTIFY_BATCH) {
-            (false, _) => Round::Failed,
-            (true, true) => Round::Idle,
-            (true, false) => Round::More,
-        })
+        let store = Arc::clone(&self.store);
+        let next_due = blocking(move || store.mailbox_next_attempt()).await?;
+        Ok(background::after_batch(due.len() == NOTIFY_BATCH, next_due, self.clock.now_ms()))
     }
 
-    async fn notify(&self, entry: &MailboxEntry) -> Result<bool, MailboxError> {
+    async fn notify(&self, entry: &MailboxEntry) -> Result<(), MailboxError> {
         #[derive(Deserialize)]
         struct Notified {
             #[serde(default)]
@@ -179,23 +194,36 @@ impl Mailbox {
         let outcome = self.upstream.invoke::<_, Notified>(&entry.corp_id, "spec_notify_app", &request).await;
         let store = Arc::clone(&self.store);
         let id = entry.id;
-        match outcome {
-            Ok(answer) if !answer.notify_id.is_empty() => {
+        // WeCom uses a supplied notify_id as it is; an answer that omits it accepted ours.
+        let accepted = outcome.as_ref().map(|answer| {
+            Some(answer.notify_id.clone())
+                .filter(|answered| !answered.is_empty())
+                .or_else(|| entry.notify_id.as_ref().map(|ours| ours.to_string()))
+        });
+        match accepted {
+            Ok(Some(notify_id)) => {
                 let now = self.clock.now();
                 let expires_at = now.saturating_add(i64::try_from(self.ttl.as_secs()).unwrap_or(i64::MAX / 2));
-                let notify_id = answer.notify_id;
                 tracing::info!(corp_id = %entry.corp_id, kind = %entry.kind, "mailbox entry notified");
                 blocking(move || store.mailbox_set_notified(id, &notify_id, now, expires_at)).await?;
-                Ok(true)
             }
-            Ok(_) | Err(_) => {
-                if let Err(error) = &outcome {
-                    tracing::warn!(corp_id = %entry.corp_id, %error, "spec_notify_app failed; the entry is kept and retried");
+            Ok(None) | Err(_) => {
+                let retry_at = self.retry.next_attempt(entry.notify_attempts + 1, self.clock.now_ms());
+                match (&outcome, retry_at) {
+                    (_, None) => {
+                        self.metrics.dead_lettered("mailbox");
+                        tracing::error!(corp_id = %entry.corp_id, kind = %entry.kind, attempts = entry.notify_attempts + 1,
+                            "spec_notify_app kept failing; the entry is a dead letter (kept, no longer retried)");
+                    }
+                    (Err(error), Some(_)) => {
+                        tracing::warn!(corp_id = %entry.corp_id, %error, "spec_notify_app failed; the entry is kept and retried");
+                    }
+                    (Ok(_), Some(_)) => {}
                 }
-                blocking(move || store.mailbox_notify_failed(id)).await?;
-                Ok(false)
+                blocking(move || store.mailbox_notify_failed(id, retry_at)).await?;
             }
         }
+        Ok(())
     }
 
     /// `{event_type, timestamp, classic_event: {every XML field}}`.

@@ -132,7 +132,14 @@ struct SimState {
     notify_counter: AtomicU64,
     /// APIs that answer errcode -1 (busy) until unblocked.
     failing_apis: Mutex<Vec<String>>,
+    /// Requests refused for good (errcode 40058): the API and which of its requests.
+    refusals: Mutex<Vec<(String, RequestFilter)>>,
+    /// `spec_notify_app` answers errcode 0 without a `notify_id`.
+    omit_notify_id: std::sync::atomic::AtomicBool,
 }
+
+/// Picks requests by their JSON body.
+pub type RequestFilter = Arc<dyn Fn(&Value) -> bool + Send + Sync>;
 
 /// A running simulator; stops when dropped.
 pub struct Simulator {
@@ -169,6 +176,8 @@ impl Simulator {
             sync_tokens: Mutex::new(Vec::new()),
             notify_counter: AtomicU64::new(0),
             failing_apis: Mutex::new(Vec::new()),
+            refusals: Mutex::new(Vec::new()),
+            omit_notify_id: std::sync::atomic::AtomicBool::new(false),
         });
         let router = Router::new()
             .route("/cgi-bin/gettoken", get(gettoken))
@@ -225,6 +234,17 @@ impl Simulator {
         if failing {
             apis.push(api.to_owned());
         }
+    }
+
+    /// Makes `api` refuse every request `which` picks with errcode 40058, a permanent error.
+    /// Refused requests are recorded as calls to `"{api} (refused)"`.
+    pub fn refuse(&self, api: &str, which: impl Fn(&Value) -> bool + Send + Sync + 'static) {
+        lock(&self.state.refusals).push((api.to_owned(), Arc::new(which)));
+    }
+
+    /// Makes `spec_notify_app` answer errcode 0 without echoing the `notify_id`.
+    pub fn set_omit_notify_id(&self, omit: bool) {
+        self.state.omit_notify_id.store(omit, Ordering::SeqCst);
     }
 
     pub fn set_fault_rate(&self, rate: f64) {
@@ -335,6 +355,11 @@ async fn chatdata(
     let Ok(request) = serde_json::from_slice::<Value>(&body) else {
         return errcode(47001, "data format error");
     };
+    let refused = lock(&state.refusals).iter().any(|(refused_api, which)| *refused_api == api && which(&request));
+    if refused {
+        lock(&state.calls).push(RecordedCall { api: format!("{api} (refused)"), body: request });
+        return errcode(40058, "invalid parameter");
+    }
     if api == "sync_msg" && !state.config.page_delay.is_zero() {
         tokio::time::sleep(state.config.page_delay).await;
     }
@@ -462,6 +487,9 @@ fn spec_notify_app(state: &SimState, request: &Value) -> Vec<u8> {
     let mut recorded = request.clone();
     recorded["notify_id"] = Value::String(notify_id.clone());
     lock(&state.calls).push(RecordedCall { api: "spec_notify_app".into(), body: recorded });
+    if state.omit_notify_id.load(Ordering::SeqCst) {
+        return json!({"errcode": 0, "errmsg": "ok"}).to_string().into_bytes();
+    }
     json!({"errcode": 0, "errmsg": "ok", "notify_id": notify_id}).to_string().into_bytes()
 }
 

@@ -55,9 +55,13 @@ pub trait MailboxStore: Send + Sync + 'static {
     fn mailbox_entry(&self, id: i64) -> Result<Option<MailboxEntry>, StoreError>;
     /// Replaces the payload of an entry whose pull finished and queues its notification.
     fn mailbox_finish_pull(&self, id: i64, payload: &str) -> Result<(), StoreError>;
-    fn mailbox_pending_notifications(&self, limit: usize) -> Result<Vec<MailboxEntry>, StoreError>;
+    /// Entries waiting for `spec_notify_app` whose next attempt is due at `now_ms`, soonest first.
+    fn mailbox_due_notifications(&self, now_ms: i64, limit: usize) -> Result<Vec<MailboxEntry>, StoreError>;
+    /// When the next waiting entry is due (Unix ms), if any waits.
+    fn mailbox_next_attempt(&self) -> Result<Option<i64>, StoreError>;
     fn mailbox_set_notified(&self, id: i64, notify_id: &str, now: i64, expires_at: i64) -> Result<(), StoreError>;
-    fn mailbox_notify_failed(&self, id: i64) -> Result<(), StoreError>;
+    /// Counts a failed attempt: retried at `retry_at_ms`, or, with `None`, a dead letter.
+    fn mailbox_notify_failed(&self, id: i64, retry_at_ms: Option<i64>) -> Result<(), StoreError>;
     /// An unexpired entry of `corp_id` whose pull (if any) has finished.
     fn mailbox_by_notify_id(
         &self,

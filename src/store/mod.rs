@@ -16,7 +16,7 @@ mod mailbox;
 mod records;
 mod sqlite;
 
-pub use jobs::{Job, JobStore, NewJob};
+pub use jobs::{Job, JobDelivery, JobStore, NewJob};
 pub use mailbox::{MailboxEntry, MailboxStore, NewMailboxEntry, StoredSince};
 pub use records::{
     Conversation, IngestStatus, MessageFilter, NewRecord, PageCommit, PageOutcome, PendingKey, RecordStore,

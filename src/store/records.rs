@@ -68,6 +68,10 @@ pub struct IngestStatus {
     pub failed: Vec<(DecryptStatus, i64)>,
     pub pages: i64,
     pub newest_send_time: Option<i64>,
+    /// Mailbox entries whose `spec_notify_app` never succeeded.
+    pub dead_letter_notifications: i64,
+    /// Async results `program_async_job_call_back` never accepted.
+    pub dead_letter_jobs: i64,
 }
 
 /// Filters of `list_messages`; `None` means "any".

@@ -12,8 +12,9 @@ use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, ToSqlOutput, ValueRe
 use rusqlite::{Connection, OptionalExtension, ToSql, Transaction, params};
 
 use super::{
-    Conversation, IngestStatus, Job, JobStore, MailboxEntry, MailboxStore, MessageFilter, NewJob, NewMailboxEntry,
-    NewRecord, PageCommit, PageOutcome, PendingKey, RecordStore, StoreError, StoreHealth, StoredRecord, StoredSince,
+    Conversation, IngestStatus, Job, JobDelivery, JobStore, MailboxEntry, MailboxStore, MessageFilter, NewJob,
+    NewMailboxEntry, NewRecord, PageCommit, PageOutcome, PendingKey, RecordStore, StoreError, StoreHealth,
+    StoredRecord, StoredSince,
 };
 use crate::domain::{DecryptStatus, JobState, MailboxState, unix_now};
 
@@ -110,6 +111,15 @@ CREATE TABLE jobs (
 );
 CREATE UNIQUE INDEX jobs_delivery ON jobs(corp_id, delivery_key) WHERE delivery_key IS NOT NULL;
 CREATE INDEX jobs_state ON jobs(state, id);
+"#,
+    // Per-entry retry schedules (Unix ms) for notifications and async results.
+    r#"
+ALTER TABLE mailbox ADD COLUMN next_attempt_at INTEGER NOT NULL DEFAULT 0;
+DROP INDEX mailbox_state;
+CREATE INDEX mailbox_due ON mailbox(state, next_attempt_at, id);
+ALTER TABLE jobs ADD COLUMN next_attempt_at INTEGER NOT NULL DEFAULT 0;
+DROP INDEX jobs_state;
+CREATE INDEX jobs_due ON jobs(state, next_attempt_at, id);
 "#,
 ];
 
@@ -318,6 +328,12 @@ impl RecordStore for SqliteStore {
         let pages = connection
             .prepare_cached("SELECT count(*) FROM pages WHERE corp_id = ?1")?
             .query_row([corp_id], |row| row.get(0))?;
+        let dead_letter_notifications = connection
+            .prepare_cached("SELECT count(*) FROM mailbox WHERE state = ?2 AND corp_id = ?1")?
+            .query_row(params![corp_id, MailboxState::DeadLetter], |row| row.get(0))?;
+        let dead_letter_jobs = connection
+            .prepare_cached("SELECT count(*) FROM jobs WHERE state = ?2 AND corp_id = ?1")?
+            .query_row(params![corp_id, JobState::DeadLetter], |row| row.get(0))?;
         Ok(IngestStatus {
             cursor: Some(cursor).filter(|cursor| !cursor.is_empty()),
             last_pull_at,
@@ -325,6 +341,8 @@ impl RecordStore for SqliteStore {
             failed,
             pages,
             newest_send_time,
+            dead_letter_notifications,
+            dead_letter_jobs,
         })
     }
 
@@ -406,29 +424,7 @@ impl RecordStore for SqliteStore {
 impl MailboxStore for SqliteStore {
     fn mailbox_insert(&self, entry: &NewMailboxEntry, now: i64) -> Result<Option<i64>, StoreError> {
         let connection = self.lock();
-        let state = if entry.awaiting_pull { MailboxState::AwaitingPull } else { MailboxState::PendingNotify };
-        // An entry waiting for a pull remembers the newest record id now, so that its summary
-        // covers exactly what was stored after the event arrived.
-        let inserted = connection
-            .prepare_cached(
-                "INSERT INTO mailbox(corp_id, delivery_key, kind, notify_scene, payload, state, created_at, pull_mark,
-                                     notify_id)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7,
-                         CASE WHEN ?8 THEN (SELECT coalesce(max(id), 0) FROM records) END, ?9)
-                 ON CONFLICT DO NOTHING",
-            )?
-            .execute(params![
-                entry.corp_id.as_str(),
-                entry.delivery_key,
-                entry.kind,
-                entry.notify_scene,
-                entry.payload,
-                state,
-                now,
-                entry.awaiting_pull,
-                entry.notify_id.as_str()
-            ])?;
-        Ok((inserted == 1).then(|| connection.last_insert_rowid()))
+        mailbox_insert_in(&connection, entry, now)
     }
 
     fn stored_since(&self, corp_id: &str, mailbox_id: i64) -> Result<StoredSince, StoreError> {
@@ -476,12 +472,21 @@ impl MailboxStore for SqliteStore {
         Ok(())
     }
 
-    fn mailbox_pending_notifications(&self, limit: usize) -> Result<Vec<MailboxEntry>, StoreError> {
+    fn mailbox_due_notifications(&self, now_ms: i64, limit: usize) -> Result<Vec<MailboxEntry>, StoreError> {
         let connection = self.lock();
-        let sql = format!("SELECT {MAILBOX_COLUMNS} FROM mailbox WHERE state = ?1 ORDER BY id LIMIT ?2");
+        let sql = format!(
+            "SELECT {MAILBOX_COLUMNS} FROM mailbox WHERE state = ?1 AND next_attempt_at <= ?2
+             ORDER BY next_attempt_at, id LIMIT ?3"
+        );
         let mut statement = connection.prepare_cached(&sql)?;
-        let rows = statement.query_map(params![MailboxState::PendingNotify, limit as i64], mailbox_entry)?;
+        let rows = statement.query_map(params![MailboxState::PendingNotify, now_ms, limit as i64], mailbox_entry)?;
         Ok(rows.collect::<Result<Vec<_>, _>>()?)
+    }
+
+    fn mailbox_next_attempt(&self) -> Result<Option<i64>, StoreError> {
+        let connection = self.lock();
+        let mut statement = connection.prepare_cached("SELECT min(next_attempt_at) FROM mailbox WHERE state = ?1")?;
+        Ok(statement.query_row([MailboxState::PendingNotify], |row| row.get(0))?)
     }
 
     fn mailbox_set_notified(&self, id: i64, notify_id: &str, now: i64, expires_at: i64) -> Result<(), StoreError> {
@@ -495,11 +500,15 @@ impl MailboxStore for SqliteStore {
         Ok(())
     }
 
-    fn mailbox_notify_failed(&self, id: i64) -> Result<(), StoreError> {
+    fn mailbox_notify_failed(&self, id: i64, retry_at_ms: Option<i64>) -> Result<(), StoreError> {
         let connection = self.lock();
+        let state = if retry_at_ms.is_some() { MailboxState::PendingNotify } else { MailboxState::DeadLetter };
         connection
-            .prepare_cached("UPDATE mailbox SET notify_attempts = notify_attempts + 1 WHERE id = ?1")?
-            .execute([id])?;
+            .prepare_cached(
+                "UPDATE mailbox SET notify_attempts = notify_attempts + 1, state = ?2,
+                 next_attempt_at = coalesce(?3, next_attempt_at) WHERE id = ?1",
+            )?
+            .execute(params![id, state, retry_at_ms])?;
         Ok(())
     }
 
@@ -561,13 +570,18 @@ impl JobStore for SqliteStore {
     }
 
     fn jobs_unfinished(&self) -> Result<Vec<Job>, StoreError> {
+        self.jobs_due(i64::MAX, usize::MAX)
+    }
+
+    fn jobs_due(&self, now_ms: i64, limit: usize) -> Result<Vec<Job>, StoreError> {
         let connection = self.lock();
         let mut statement = connection.prepare_cached(
             "SELECT id, corp_id, agent_id, ability_id, notify_id, job_info, request_data, delivery_key, state,
                     errcode, result, attempts
-             FROM jobs WHERE state <> ?1 ORDER BY id",
+             FROM jobs WHERE state IN (?1, ?2) AND next_attempt_at <= ?3 ORDER BY next_attempt_at, id LIMIT ?4",
         )?;
-        let rows = statement.query_map([JobState::Delivered], |row| {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = statement.query_map(params![JobState::Pending, JobState::Done, now_ms, limit], |row| {
             Ok(Job {
                 id: row.get(0)?,
                 call: NewJob {
@@ -588,22 +602,72 @@ impl JobStore for SqliteStore {
         Ok(rows.collect::<Result<Vec<_>, _>>()?)
     }
 
-    fn job_set_result(&self, id: i64, errcode: i64, result: &str, now: i64) -> Result<(), StoreError> {
+    fn jobs_next_attempt(&self) -> Result<Option<i64>, StoreError> {
         let connection = self.lock();
-        connection
-            .prepare_cached("UPDATE jobs SET state = ?2, errcode = ?3, result = ?4, updated_at = ?5 WHERE id = ?1")?
-            .execute(params![id, JobState::Done, errcode, result, now])?;
-        Ok(())
+        let mut statement =
+            connection.prepare_cached("SELECT min(next_attempt_at) FROM jobs WHERE state IN (?1, ?2)")?;
+        Ok(statement.query_row([JobState::Pending, JobState::Done], |row| row.get(0))?)
     }
 
-    fn job_delivery_attempt(&self, id: i64, delivered: bool, now: i64) -> Result<(), StoreError> {
+    fn job_finish(
+        &self,
+        id: i64,
+        errcode: i64,
+        result: &str,
+        kept: &NewMailboxEntry,
+        now: i64,
+    ) -> Result<Option<i64>, StoreError> {
+        let mut connection = self.lock();
+        let transaction = connection.transaction()?;
+        transaction
+            .prepare_cached("UPDATE jobs SET state = ?2, errcode = ?3, result = ?4, updated_at = ?5 WHERE id = ?1")?
+            .execute(params![id, JobState::Done, errcode, result, now])?;
+        let entry = mailbox_insert_in(&transaction, kept, now)?;
+        transaction.commit()?;
+        Ok(entry)
+    }
+
+    fn job_delivery_attempt(&self, id: i64, outcome: JobDelivery, now: i64) -> Result<(), StoreError> {
         let connection = self.lock();
-        let state = if delivered { JobState::Delivered } else { JobState::Done };
+        let (state, retry_at) = match outcome {
+            JobDelivery::Delivered => (JobState::Delivered, None),
+            JobDelivery::RetryAt(at_ms) => (JobState::Done, Some(at_ms)),
+            JobDelivery::DeadLetter => (JobState::DeadLetter, None),
+        };
         connection
-            .prepare_cached("UPDATE jobs SET state = ?2, attempts = attempts + 1, updated_at = ?3 WHERE id = ?1")?
-            .execute(params![id, state, now])?;
+            .prepare_cached(
+                "UPDATE jobs SET state = ?2, attempts = attempts + 1, updated_at = ?3,
+                 next_attempt_at = coalesce(?4, next_attempt_at) WHERE id = ?1",
+            )?
+            .execute(params![id, state, now, retry_at])?;
         Ok(())
     }
+}
+
+fn mailbox_insert_in(connection: &Connection, entry: &NewMailboxEntry, now: i64) -> Result<Option<i64>, StoreError> {
+    let state = if entry.awaiting_pull { MailboxState::AwaitingPull } else { MailboxState::PendingNotify };
+    // An entry waiting for a pull remembers the newest record id now, so that its summary
+    // covers exactly what was stored after the event arrived.
+    let inserted = connection
+        .prepare_cached(
+            "INSERT INTO mailbox(corp_id, delivery_key, kind, notify_scene, payload, state, created_at, pull_mark,
+                                 notify_id)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7,
+                     CASE WHEN ?8 THEN (SELECT coalesce(max(id), 0) FROM records) END, ?9)
+             ON CONFLICT DO NOTHING",
+        )?
+        .execute(params![
+            entry.corp_id.as_str(),
+            entry.delivery_key,
+            entry.kind,
+            entry.notify_scene,
+            entry.payload,
+            state,
+            now,
+            entry.awaiting_pull,
+            entry.notify_id.as_str()
+        ])?;
+    Ok((inserted == 1).then(|| connection.last_insert_rowid()))
 }
 
 fn mailbox_entry(row: &rusqlite::Row<'_>) -> rusqlite::Result<MailboxEntry> {

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use wecom_zone::client::{Answer, ZoneClient};
 use wecom_zone::crypto::{EnvelopeFormat, WxBizMsgCrypt};
-use wecom_zone::domain::{Clock, JobState, unix_now};
+use wecom_zone::domain::{Clock, EventKind, JobState, unix_now};
 use wecom_zone::simulator::Simulator;
 use wecom_zone::store::{JobStore, MailboxStore};
 
@@ -34,6 +34,7 @@ fn declared_keys(ability: &str) -> &'static [&'static str] {
             "pages",
             "newest_send_time",
             "newest_message_age_s",
+            "dead_letters",
         ],
         _ => &["errcode", "errmsg"],
     }
@@ -502,5 +503,63 @@ async fn a_replayed_invoke_create_rule_reaches_wecom_once() {
     assert!(answers.iter().all(|answer| *answer == answers[0]), "{answers:?}");
     let reached = fixture.simulator.calls().iter().filter(|call| call.api == "create_rule").count();
     assert_eq!(reached, 1, "executed once");
+    fixture.service.stop().await;
+}
+
+async fn dead_letters(client: &ZoneClient) -> (i64, i64) {
+    let status = call(client, "ingest_status", json!({})).await;
+    let dead = &status["dead_letters"];
+    (dead["notifications"].as_i64().unwrap(), dead["async_results"].as_i64().unwrap())
+}
+
+/// Entries WeCom refuses for good back off on their own schedule, never in front of newer ones,
+/// and become dead letters after `delivery.max_attempts`, counted in ingest_status and /metrics.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failing_deliveries_back_off_alone_and_become_dead_letters() {
+    let fixture = fixture("[delivery]\nmax_attempts = 3\nretry_max_s = 1\n").await;
+    let refused_scene = EventKind::HitKeyword.scene();
+    fixture.simulator.refuse("spec_notify_app", move |body| body["notify_scene"] == refused_scene);
+    fixture.simulator.refuse("program_async_job_call_back", |body| body["job_info"] == "job-dead");
+    for n in 0..120 {
+        let event = wecom_zone::client::zone_event(CORP, "hit_keyword", &json!({"token": format!("T{n}")}));
+        assert!(matches!(fixture.client.send(&event, EnvelopeFormat::Json).await.unwrap(), Answer::Sealed(_)));
+    }
+    let event = wecom_zone::client::zone_event(CORP, "chat_archive_audit_approved_single", &json!({"userid": "u"}));
+    fixture.client.send(&event, EnvelopeFormat::Json).await.unwrap();
+    let started = Instant::now();
+    wait_for_notify_id(&fixture.simulator, i64::from(EventKind::AuditApprovedSingle.scene()), 0).await;
+    assert!(started.elapsed() < Duration::from_secs(10), "not held up by 120 failing entries");
+
+    for job_info in ["job-dead", "job-live"] {
+        fixture.client.call_ability("ingest_status", &json!({}), "", Some(job_info)).await.unwrap();
+    }
+    wait_for_callback(&fixture.simulator, "job-live").await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while dead_letters(&fixture.client).await != (120, 1) {
+        assert!(Instant::now() < deadline, "dead letters: {:?}", dead_letters(&fixture.client).await);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let refused = |api: &str| fixture.simulator.calls().iter().filter(|call| call.api == api).count();
+    assert_eq!(refused("spec_notify_app (refused)"), 360, "three attempts each, then no more");
+    assert_eq!(refused("program_async_job_call_back (refused)"), 3);
+    let metrics = reqwest::get(format!("{}/metrics", fixture.service.url)).await.unwrap().text().await.unwrap();
+    assert!(metrics.contains(r#"wecom_zone_dead_letters_total{queue="mailbox"} 120"#), "{metrics}");
+    assert!(metrics.contains(r#"wecom_zone_dead_letters_total{queue="jobs"} 1"#), "{metrics}");
+    fixture.service.stop().await;
+}
+
+/// `errcode 0` without a `notify_id` accepted ours: the entry is notified once and fetchable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_notification_answered_without_a_notify_id_is_accepted_once() {
+    let fixture = fixture("").await;
+    fixture.simulator.set_omit_notify_id(true);
+    let before = notify_calls(&fixture.simulator);
+    let event = wecom_zone::client::zone_event(CORP, "hit_keyword", &json!({"token": "NOID"}));
+    fixture.client.send(&event, EnvelopeFormat::Json).await.unwrap();
+    let notify_id = wait_for_notify_id(&fixture.simulator, i64::from(EventKind::HitKeyword.scene()), before).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(notify_calls(&fixture.simulator), before + 1, "announced once, not retried");
+    let kept = call_with(&fixture.client, "get_callback_data", "{}", &notify_id).await;
+    assert_eq!(kept["hit_keyword"]["token"], "NOID");
     fixture.service.stop().await;
 }

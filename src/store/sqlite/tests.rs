@@ -115,3 +115,53 @@ fn the_database_and_its_wal_are_private_to_the_service_user() {
         assert_eq!(mode(&folder.join(file)), 0o600, "{file}");
     }
 }
+
+fn mailbox_entry_for(job_id: i64) -> NewMailboxEntry {
+    NewMailboxEntry {
+        corp_id: "ww1".into(),
+        delivery_key: Some(format!("job:{job_id}").into_bytes()),
+        kind: "async_result".into(),
+        notify_scene: 50,
+        payload: "{}".into(),
+        awaiting_pull: false,
+        notify_id: "wz1".into(),
+    }
+}
+
+#[test]
+fn a_job_result_and_its_mailbox_entry_are_kept_together_once() {
+    let store = SqliteStore::open_in_memory().unwrap();
+    let job = NewJob {
+        corp_id: "ww1".into(),
+        agent_id: 1,
+        ability_id: "ingest_status".into(),
+        notify_id: "n".into(),
+        job_info: "j".into(),
+        request_data: "{}".into(),
+        delivery_key: None,
+    };
+    let id = store.job_insert(&job, 1).unwrap().unwrap();
+    let entry = store.job_finish(id, 0, "{\"errcode\":0}", &mailbox_entry_for(id), 2).unwrap();
+    assert!(entry.is_some());
+    let kept = store.jobs_unfinished().unwrap();
+    assert_eq!((kept[0].state, kept[0].result.as_deref()), (JobState::Done, Some("{\"errcode\":0}")));
+    // Run again after a crash before delivery: the entry is not doubled.
+    assert_eq!(store.job_finish(id, 0, "{\"errcode\":0}", &mailbox_entry_for(id), 3).unwrap(), None);
+    assert_eq!(store.mailbox_due_notifications(i64::MAX, 10).unwrap().len(), 1);
+}
+
+#[test]
+fn failed_notifications_wait_for_their_own_time_then_become_dead_letters() {
+    let store = SqliteStore::open_in_memory().unwrap();
+    let first = store.mailbox_insert(&mailbox_entry_for(1), 1).unwrap().unwrap();
+    let second = store.mailbox_insert(&mailbox_entry_for(2), 1).unwrap().unwrap();
+    store.mailbox_notify_failed(first, Some(5_000)).unwrap();
+    let due: Vec<i64> = store.mailbox_due_notifications(1_000, 10).unwrap().iter().map(|e| e.id).collect();
+    assert_eq!(due, vec![second], "the failed entry waits; the newer one does not");
+    assert_eq!(store.mailbox_next_attempt().unwrap(), Some(0));
+    store.mailbox_notify_failed(second, None).unwrap();
+    assert_eq!(store.mailbox_next_attempt().unwrap(), Some(5_000));
+    let due: Vec<i64> = store.mailbox_due_notifications(5_000, 10).unwrap().iter().map(|e| e.id).collect();
+    assert_eq!(due, vec![first]);
+    assert_eq!(store.ingest_status("ww1").unwrap().dead_letter_notifications, 1);
+}
