@@ -45,6 +45,9 @@ pub mod xml;
 pub mod app;
 /// `bench ingest` and `bench front-door`.
 pub mod bench;
+/// Entry points of the fuzz targets in `fuzz/`; not an API.
+#[doc(hidden)]
+pub mod fuzzing;
 /// Key files for `keygen`.
 pub mod keys;
 /// The dispatcher of the running service: events start pulls.

@@ -133,7 +133,7 @@ impl Abilities {
     /// `invoke_<api>`: WeCom's answer to the application's request, unchanged.
     async fn invoke(&self, call: &AbilityCall, api: &str) -> Result<Value, AbilityError> {
         let request: Value = parse_input(&call.request_data)?;
-        let answer: Value = self.upstream.invoke(&call.corp_id, api, &request).await?;
+        let answer: Value = self.upstream.invoke_once(&call.corp_id, api, &request).await?;
         Ok(answer)
     }
 }

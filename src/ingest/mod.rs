@@ -37,7 +37,14 @@ pub enum IngestError {
     Store(#[from] StoreError),
     #[error("a worker stopped unexpectedly")]
     WorkerLost,
+    /// WeCom kept saying `has_more` without moving the cursor: the pull stops (and is retried
+    /// later with backoff) instead of asking for the same page forever.
+    #[error("sync_msg said has_more {0} times without moving the cursor")]
+    CursorStuck(u32),
 }
+
+/// How many answers in a row may say `has_more` without moving the cursor.
+const MAX_UNMOVED_PAGES: u32 = 3;
 
 /// What one pull did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -119,6 +126,7 @@ impl Ingestor {
         token: Option<String>,
         pages: mpsc::Sender<FetchedPage>,
     ) -> Result<(), IngestError> {
+        let mut unmoved = 0;
         loop {
             let request = SyncMsgRequest { cursor: cursor.as_deref(), token: token.as_deref(), limit: self.page_limit };
             let answer: SyncMsgResponse = self.upstream.invoke(corp_id, "sync_msg", &request).await?;
@@ -134,9 +142,9 @@ impl Ingestor {
             if !answer.has_more {
                 return Ok(());
             }
-            if !moved && !has_items {
-                tracing::warn!(corp_id, "sync_msg says has_more but neither moves the cursor nor returns messages");
-                return Ok(());
+            unmoved = if moved { 0 } else { unmoved + 1 };
+            if unmoved >= MAX_UNMOVED_PAGES {
+                return Err(IngestError::CursorStuck(unmoved));
             }
             cursor = cursor_out;
         }

@@ -136,6 +136,10 @@ struct SimState {
     refusals: Mutex<Vec<(String, RequestFilter)>>,
     /// `spec_notify_app` answers errcode 0 without a `notify_id`.
     omit_notify_id: std::sync::atomic::AtomicBool,
+    /// Answers served, in order, before an API's own: (HTTP status, body).
+    scripted: Mutex<std::collections::HashMap<String, std::collections::VecDeque<(u16, Vec<u8>)>>>,
+    /// The `expires_in` gettoken announces, when set (the token itself lives `token_lifetime`).
+    announced_expires_in: Mutex<Option<u64>>,
 }
 
 /// Picks requests by their JSON body.
@@ -178,6 +182,8 @@ impl Simulator {
             failing_apis: Mutex::new(Vec::new()),
             refusals: Mutex::new(Vec::new()),
             omit_notify_id: std::sync::atomic::AtomicBool::new(false),
+            scripted: Mutex::new(std::collections::HashMap::new()),
+            announced_expires_in: Mutex::new(None),
         });
         let router = Router::new()
             .route("/cgi-bin/gettoken", get(gettoken))
@@ -240,6 +246,17 @@ impl Simulator {
     /// Refused requests are recorded as calls to `"{api} (refused)"`.
     pub fn refuse(&self, api: &str, which: impl Fn(&Value) -> bool + Send + Sync + 'static) {
         lock(&self.state.refusals).push((api.to_owned(), Arc::new(which)));
+    }
+
+    /// Queues answers that the chatdata `api` gives (after the token check) before its own, each
+    /// recorded as a call to `api`: to play a misbehaving WeCom.
+    pub fn script(&self, api: &str, answers: Vec<(u16, Vec<u8>)>) {
+        lock(&self.state.scripted).entry(api.to_owned()).or_default().extend(answers);
+    }
+
+    /// Makes gettoken announce `expires_in` (the token still lives `token_lifetime`).
+    pub fn announce_expires_in(&self, expires_in: u64) {
+        *lock(&self.state.announced_expires_in) = Some(expires_in);
     }
 
     /// Makes `spec_notify_app` answer errcode 0 without echoing the `notify_id`.
@@ -326,7 +343,8 @@ async fn gettoken(State(state): State<Arc<SimState>>, Query(query): Query<TokenQ
     let token = format!("simtok{:016x}", rand::random::<u64>());
     let lifetime = state.config.token_lifetime;
     lock(&state.tokens).push(IssuedToken { token: token.clone(), expires_at: Instant::now() + lifetime });
-    let answer = json!({"errcode": 0, "errmsg": "ok", "access_token": token, "expires_in": lifetime.as_secs()});
+    let expires_in = lock(&state.announced_expires_in).unwrap_or(lifetime.as_secs());
+    let answer = json!({"errcode": 0, "errmsg": "ok", "access_token": token, "expires_in": expires_in});
     json_answer(answer.to_string().into_bytes(), truncate)
 }
 
@@ -344,6 +362,13 @@ async fn chatdata(
 ) -> Response {
     if let Err((code, message)) = check_token(&state, &query.access_token) {
         return errcode(code, message);
+    }
+    let scripted = lock(&state.scripted).get_mut(&api).and_then(std::collections::VecDeque::pop_front);
+    if let Some((status, answer)) = scripted {
+        let request = serde_json::from_slice(&body).unwrap_or(Value::Null);
+        lock(&state.calls).push(RecordedCall { api: api.clone(), body: request });
+        let status = axum::http::StatusCode::from_u16(status).unwrap_or(axum::http::StatusCode::OK);
+        return (status, [(axum::http::header::CONTENT_TYPE, "application/json")], answer).into_response();
     }
     if lock(&state.failing_apis).contains(&api) {
         return errcode(-1, "system busy");

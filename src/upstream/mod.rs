@@ -29,6 +29,9 @@ use crate::metrics::Metrics;
 const TOKEN_ERRCODES: [i64; 3] = [40014, 42001, 41001];
 /// errcodes that mean "try again later".
 const RETRY_ERRCODES: [i64; 3] = [-1, 45009, 45033];
+/// The largest answer read from WeCom (a full `sync_msg` page is about 1 MiB); a larger one is
+/// refused, not buffered.
+const MAX_ANSWER_BYTES: usize = 32 << 20;
 
 /// Why a retryable attempt failed; also the `cause` label of the retry metric.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -69,6 +72,14 @@ pub enum UpstreamError {
     Status(u16),
     #[error("no credentials for corp {0}")]
     UnknownCorp(String),
+    #[error("WeCom's answer exceeds {MAX_ANSWER_BYTES} bytes")]
+    AnswerTooLarge,
+    /// A call that must not run twice failed after it was sent: it may have taken effect, so
+    /// it is not retried.
+    #[error("the call may have reached WeCom and is not repeated (last failure: {})", .0.label())]
+    Uncertain(RetryCause),
+    #[error("no answer within the call's deadline")]
+    Deadline,
     #[error("cannot build the HTTP client: {0}")]
     Client(String),
 }
@@ -100,6 +111,20 @@ pub struct UpstreamClient {
     backoff: Backoff,
     tokens: Arc<TokenCache>,
     metrics: Arc<Metrics>,
+    /// A pass-through call answers within the request that asked for it: inside the request
+    /// timeout, with time left to seal the answer.
+    pass_through_deadline: Duration,
+}
+
+/// Whether an attempt may be repeated after it was sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Repeat {
+    /// Reads and idempotent writes (sync_msg, spec_notify_app with our notify_id, job callbacks):
+    /// every retryable failure is retried.
+    Safe,
+    /// The application's pass-through calls (`create_rule`, `create_*_task`): retried only when
+    /// WeCom answered that it did not do it (busy, rate limit) or the connection never opened.
+    Once,
 }
 
 impl UpstreamClient {
@@ -122,15 +147,39 @@ impl UpstreamClient {
             backoff,
             tokens,
             metrics,
+            pass_through_deadline: config.server.request_timeout.mul_f64(0.8),
         })
     }
 
+    /// An application's pass-through call: at most once in effect, within the deadline.
+    pub async fn invoke_once<B: Serialize + ?Sized, T: DeserializeOwned>(
+        &self,
+        corp_id: &str,
+        api: &str,
+        body: &B,
+    ) -> Result<T, UpstreamError> {
+        tokio::time::timeout(self.pass_through_deadline, self.call(corp_id, api, body, Repeat::Once))
+            .await
+            .unwrap_or(Err(UpstreamError::Deadline))
+    }
+
     /// `POST /cgi-bin/chatdata/{api}?access_token=…` with `body`; the answer when errcode is 0.
+    /// Every retryable failure is retried: for calls that may safely run twice.
     pub async fn invoke<B: Serialize + ?Sized, T: DeserializeOwned>(
         &self,
         corp_id: &str,
         api: &str,
         body: &B,
+    ) -> Result<T, UpstreamError> {
+        self.call(corp_id, api, body, Repeat::Safe).await
+    }
+
+    async fn call<B: Serialize + ?Sized, T: DeserializeOwned>(
+        &self,
+        corp_id: &str,
+        api: &str,
+        body: &B,
+        repeat: Repeat,
     ) -> Result<T, UpstreamError> {
         let payload = serde_json::to_vec(body).map_err(|error| UpstreamError::Client(error.to_string()))?;
         let url = format!("{}/cgi-bin/chatdata/{api}", self.base_url);
@@ -149,10 +198,16 @@ impl UpstreamClient {
                     Answer::TokenRejected { errcode, errmsg } | Answer::Failed { errcode, errmsg } => {
                         return Err(UpstreamError::Api { errcode, errmsg });
                     }
+                    // WeCom answered, and said it did not do it.
+                    Answer::Retry(cause @ (RetryCause::Busy | RetryCause::RateLimit)) => cause,
+                    Answer::Retry(cause) if repeat == Repeat::Once => return Err(UpstreamError::Uncertain(cause)),
                     Answer::Retry(cause) => cause,
                 },
+                Err(Failure::NotSent(cause)) => cause,
+                Err(Failure::Retry(cause)) if repeat == Repeat::Once => return Err(UpstreamError::Uncertain(cause)),
                 Err(Failure::Retry(cause)) => cause,
                 Err(Failure::Status(status)) => return Err(UpstreamError::Status(status)),
+                Err(Failure::TooLarge) => return Err(UpstreamError::AnswerTooLarge),
             };
             self.back_off(&mut retries, cause).await?;
         }
@@ -176,13 +231,6 @@ impl UpstreamClient {
 
     /// `GET /cgi-bin/gettoken`, retried like any call. Returns (token, expires_in seconds).
     async fn fetch_token(&self, corp_id: &str, secret: String) -> Result<(String, u64), UpstreamError> {
-        #[derive(Deserialize)]
-        struct TokenAnswer {
-            #[serde(default)]
-            access_token: String,
-            #[serde(default)]
-            expires_in: u64,
-        }
         let url = format!("{}/cgi-bin/gettoken", self.base_url);
         let mut retries = 0;
         loop {
@@ -199,8 +247,9 @@ impl UpstreamClient {
                         return Err(UpstreamError::Api { errcode, errmsg });
                     }
                 },
-                Err(Failure::Retry(cause)) => cause,
+                Err(Failure::Retry(cause) | Failure::NotSent(cause)) => cause,
                 Err(Failure::Status(status)) => return Err(UpstreamError::Status(status)),
+                Err(Failure::TooLarge) => return Err(UpstreamError::AnswerTooLarge),
             };
             self.back_off(&mut retries, cause).await?;
         }
@@ -218,12 +267,18 @@ impl UpstreamClient {
 }
 
 enum Failure {
+    /// Failed after the request may have been sent.
     Retry(RetryCause),
+    /// The connection never opened: WeCom saw nothing.
+    NotSent(RetryCause),
     Status(u16),
+    TooLarge,
 }
 
 async fn send(request: reqwest::RequestBuilder) -> Result<bytes::Bytes, Failure> {
-    let response = request.send().await.map_err(|error| Failure::Retry(transport_cause(&error)))?;
+    let mut response = request.send().await.map_err(|error| {
+        if error.is_connect() { Failure::NotSent(RetryCause::Network) } else { Failure::Retry(transport_cause(&error)) }
+    })?;
     let status = response.status();
     if status.is_server_error() {
         return Err(Failure::Retry(RetryCause::ServerError));
@@ -231,7 +286,17 @@ async fn send(request: reqwest::RequestBuilder) -> Result<bytes::Bytes, Failure>
     if !status.is_success() {
         return Err(Failure::Status(status.as_u16()));
     }
-    response.bytes().await.map_err(|error| Failure::Retry(transport_cause(&error)))
+    if response.content_length().is_some_and(|length| length > MAX_ANSWER_BYTES as u64) {
+        return Err(Failure::TooLarge);
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(|error| Failure::Retry(transport_cause(&error)))? {
+        if body.len() + chunk.len() > MAX_ANSWER_BYTES {
+            return Err(Failure::TooLarge);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body.into())
 }
 
 fn transport_cause(error: &reqwest::Error) -> RetryCause {
@@ -244,14 +309,22 @@ fn transport_cause(error: &reqwest::Error) -> RetryCause {
     }
 }
 
-enum Answer<T> {
+#[derive(Deserialize)]
+pub(crate) struct TokenAnswer {
+    #[serde(default)]
+    access_token: String,
+    #[serde(default)]
+    expires_in: u64,
+}
+
+pub(crate) enum Answer<T> {
     Ok(T),
     TokenRejected { errcode: i64, errmsg: String },
     Retry(RetryCause),
     Failed { errcode: i64, errmsg: String },
 }
 
-fn parse_answer<T: DeserializeOwned>(bytes: &[u8]) -> Answer<T> {
+pub(crate) fn parse_answer<T: DeserializeOwned>(bytes: &[u8]) -> Answer<T> {
     let Ok(header) = serde_json::from_slice::<ErrorHeader>(bytes) else {
         return Answer::Retry(RetryCause::BrokenBody);
     };

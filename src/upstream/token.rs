@@ -14,6 +14,11 @@ use super::UpstreamError;
 use crate::config::Secret;
 use crate::domain::CorpId;
 
+/// Bounds on a token's `expires_in`: never refreshed more often than every 30 s (half of 60 s),
+/// never kept longer than a day.
+const MIN_LIFETIME_S: u64 = 60;
+const MAX_LIFETIME_S: u64 = 86_400;
+
 struct Cached {
     token: String,
     refresh_at: Instant,
@@ -51,7 +56,8 @@ impl TokenCache {
             return Ok(current.token.clone());
         }
         let (token, expires_in) = fetch(corp.secret.expose().to_owned()).await?;
-        let lifetime = Duration::from_secs(expires_in);
+        // WeCom issues tokens for 7200 s; an answer far outside that is not trusted as it is.
+        let lifetime = Duration::from_secs(expires_in.clamp(MIN_LIFETIME_S, MAX_LIFETIME_S));
         // Refresh `margin` before expiry, but never later than half-way through a short lifetime.
         let refresh_after = lifetime.saturating_sub(self.refresh_margin).max(lifetime / 2);
         *cached = Some(Cached { token: token.clone(), refresh_at: Instant::now() + refresh_after });

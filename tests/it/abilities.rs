@@ -563,3 +563,26 @@ async fn a_notification_answered_without_a_notify_id_is_accepted_once() {
     assert_eq!(kept["hit_keyword"]["token"], "NOID");
     fixture.service.stop().await;
 }
+
+/// A pass-through call that fails after reaching WeCom (HTTP 500, an answer too large to read)
+/// is not repeated: it may have taken effect. A busy answer (WeCom did not do it) is retried.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pass_through_call_is_not_repeated_once_it_may_have_taken_effect() {
+    let fixture = fixture("").await;
+    let reached = |api: &str| fixture.simulator.calls().iter().filter(|call| call.api == api).count();
+    fixture.simulator.script("create_rule", vec![(500, b"<html>oops</html>".to_vec())]);
+    let answer = call(&fixture.client, "invoke_create_rule", json!({"name": "r"})).await;
+    assert_eq!(answer["errcode"], -1, "{answer}");
+    assert_eq!(reached("create_rule"), 1, "not repeated after a 5xx");
+
+    fixture.simulator.script("create_rule", vec![(200, br#"{"errcode":-1,"errmsg":"system busy"}"#.to_vec())]);
+    let answer = call(&fixture.client, "invoke_create_rule", json!({"name": "r"})).await;
+    assert_eq!(answer["errcode"], 0, "retried after busy: {answer}");
+    assert_eq!(reached("create_rule"), 3);
+
+    let huge = format!(r#"{{"errcode":0,"errmsg":"ok","members":"{}"}}"#, "x".repeat(33 << 20));
+    fixture.simulator.script("get_group_chat", vec![(200, huge.into_bytes())]);
+    let answer = call(&fixture.client, "invoke_get_group_chat", json!({"chatid": "wr1"})).await;
+    assert_eq!(answer["errcode"], -1, "an answer over the cap is refused, not buffered");
+    fixture.service.stop().await;
+}

@@ -294,3 +294,36 @@ async fn a_page_pulled_again_changes_nothing() {
     assert_eq!(reopened.ingest_status(CORP).unwrap().stored, 300);
     service.stop().await;
 }
+
+/// A WeCom that misbehaves: a token announced to live forever, a message sent at i64::MIN, and
+/// `has_more` with a cursor that never moves. The pull stops with an error instead of looping,
+/// nothing panics (tests run with overflow checks), and the puller keeps working afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn untrustworthy_answers_neither_panic_nor_loop() {
+    let keys = vector_keys();
+    let publics = keys.iter().map(|(v, _, public)| (*v, public.clone())).collect();
+    let simulator = Simulator::start(simulator_config(10, publics)).await.unwrap();
+    simulator.announce_expires_in(u64::MAX);
+    let stuck = br#"{"errcode":0,"errmsg":"ok","has_more":1,"next_cursor":"c1",
+        "msg_list":[{"msgid":"from-the-year-minus-infinity","send_time":-9223372036854775808,"msgtype":1}]}"#;
+    simulator.script("sync_msg", vec![(200, stuck.to_vec()); 4]);
+    let dir = tempfile::tempdir().unwrap();
+    let privates: Vec<_> = keys.iter().map(|(v, private, _)| (*v, private.clone())).collect();
+    let service =
+        RunningService::start(&service_config(&simulator, &privates, &dir.path().join("db.sqlite"), 100)).await;
+    service.wait_for(1).await;
+    let sync_calls = || simulator.calls().iter().filter(|call| call.api == "sync_msg").count();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while sync_calls() < 4 {
+        assert!(Instant::now() < deadline, "the puller stopped after {} calls", sync_calls());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let metrics = reqwest::get(format!("{}/metrics", service.url)).await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("wecom_zone_pull_failures_total"), "the stuck cursor is a failure: {metrics}");
+    let status = service.store.ingest_status(CORP).unwrap();
+    assert_eq!((status.stored, status.newest_send_time), (1, Some(i64::MIN)));
+    let client = simulator.client_for(&service.url).unwrap();
+    let answer = client.call_ability("ingest_status", &serde_json::json!({}), "", None).await.unwrap();
+    assert!(matches!(answer, wecom_zone::client::Answer::Sealed(ref output) if output["errcode"] == 0), "{answer:?}");
+    service.stop().await;
+}
