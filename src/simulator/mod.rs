@@ -137,10 +137,13 @@ struct SimState {
     /// `spec_notify_app` answers errcode 0 without a `notify_id`.
     omit_notify_id: std::sync::atomic::AtomicBool,
     /// Answers served, in order, before an API's own: (HTTP status, body).
-    scripted: Mutex<std::collections::HashMap<String, std::collections::VecDeque<(u16, Vec<u8>)>>>,
+    scripted: Mutex<std::collections::HashMap<String, std::collections::VecDeque<ScriptedAnswer>>>,
     /// The `expires_in` gettoken announces, when set (the token itself lives `token_lifetime`).
     announced_expires_in: Mutex<Option<u64>>,
 }
+
+/// An HTTP status and body, served as they are.
+pub type ScriptedAnswer = (u16, Vec<u8>);
 
 /// Picks requests by their JSON body.
 pub type RequestFilter = Arc<dyn Fn(&Value) -> bool + Send + Sync>;
@@ -250,7 +253,7 @@ impl Simulator {
 
     /// Queues answers that the chatdata `api` gives (after the token check) before its own, each
     /// recorded as a call to `api`: to play a misbehaving WeCom.
-    pub fn script(&self, api: &str, answers: Vec<(u16, Vec<u8>)>) {
+    pub fn script(&self, api: &str, answers: Vec<ScriptedAnswer>) {
         lock(&self.state.scripted).entry(api.to_owned()).or_default().extend(answers);
     }
 
