@@ -121,6 +121,58 @@ ALTER TABLE jobs ADD COLUMN next_attempt_at INTEGER NOT NULL DEFAULT 0;
 DROP INDEX jobs_state;
 CREATE INDEX jobs_due ON jobs(state, next_attempt_at, id);
 "#,
+    // Indexes for the abilities at a million records and more: keyset paging per corp, chats,
+    // times; the parties of each record (replacing JSON scans); conversations and per-corp counts
+    // kept as records are committed (replacing GROUP BY and count(*) over the corp).
+    r#"
+CREATE INDEX records_keyset ON records(corp_id, id);
+CREATE INDEX records_chat ON records(corp_id, chatid, id) WHERE chatid IS NOT NULL;
+CREATE INDEX records_send_time ON records(corp_id, send_time);
+DROP INDEX records_conversation;
+
+CREATE TABLE record_parties (
+    corp_id    TEXT    NOT NULL,
+    party_type INTEGER NOT NULL,
+    party_id   TEXT    NOT NULL,
+    record_id  INTEGER NOT NULL,
+    PRIMARY KEY (corp_id, party_type, party_id, record_id)
+) WITHOUT ROWID;
+INSERT OR IGNORE INTO record_parties SELECT corp_id, sender_type, sender_id, id FROM records;
+INSERT OR IGNORE INTO record_parties
+    SELECT r.corp_id, coalesce(json_extract(p.value, '$.type'), 0), json_extract(p.value, '$.id'), r.id
+    FROM records r, json_each(r.receivers) p WHERE json_extract(p.value, '$.id') IS NOT NULL;
+
+CREATE TABLE conversations (
+    corp_id        TEXT    NOT NULL,
+    conversation   TEXT    NOT NULL,
+    message_count  INTEGER NOT NULL,
+    last_send_time INTEGER NOT NULL,
+    newest_id      INTEGER NOT NULL,
+    PRIMARY KEY (corp_id, conversation)
+) WITHOUT ROWID;
+INSERT INTO conversations
+    SELECT corp_id, conversation, count(*), max(send_time), max(id) FROM records
+    WHERE conversation <> '' GROUP BY corp_id, conversation;
+
+CREATE TABLE conversation_parties (
+    corp_id      TEXT NOT NULL,
+    party_id     TEXT NOT NULL,
+    conversation TEXT NOT NULL,
+    PRIMARY KEY (corp_id, party_id, conversation)
+) WITHOUT ROWID;
+INSERT OR IGNORE INTO conversation_parties
+    SELECT p.corp_id, p.party_id, r.conversation FROM record_parties p JOIN records r ON r.id = p.record_id
+    WHERE r.conversation <> '';
+
+CREATE TABLE corp_stats (
+    corp_id TEXT PRIMARY KEY,
+    stored  INTEGER NOT NULL,
+    pages   INTEGER NOT NULL
+);
+INSERT INTO corp_stats SELECT corp_id, count(*), 0 FROM records GROUP BY corp_id;
+INSERT OR IGNORE INTO corp_stats SELECT DISTINCT corp_id, 0, 0 FROM pages;
+UPDATE corp_stats SET pages = (SELECT count(*) FROM pages WHERE pages.corp_id = corp_stats.corp_id);
+"#,
 ];
 
 const RECORD_COLUMNS: &str = "id, msgid, sender_type, sender_id, receivers, chatid, conversation, send_time, msgtype,
@@ -317,17 +369,19 @@ impl RecordStore for SqliteStore {
             .query_row([corp_id], |row| Ok((row.get::<_, String>(0)?, row.get::<_, Option<i64>>(1)?)))
             .optional()?
             .unwrap_or_default();
-        let (stored, newest_send_time) = connection
-            .prepare_cached("SELECT count(*), max(send_time) FROM records WHERE corp_id = ?1")?
-            .query_row([corp_id], |row| Ok((row.get(0)?, row.get(1)?)))?;
+        let (stored, pages) = connection
+            .prepare_cached("SELECT stored, pages FROM corp_stats WHERE corp_id = ?1")?
+            .query_row([corp_id], |row| Ok((row.get(0)?, row.get(1)?)))
+            .optional()?
+            .unwrap_or((0, 0));
+        let newest_send_time = connection
+            .prepare_cached("SELECT max(send_time) FROM records WHERE corp_id = ?1")?
+            .query_row([corp_id], |row| row.get(0))?;
         let mut statement = connection.prepare_cached(
             "SELECT decrypt_status, count(*) FROM records WHERE corp_id = ?1 AND decrypt_status <> 'ok'
              GROUP BY decrypt_status ORDER BY decrypt_status",
         )?;
         let failed = statement.query_map([corp_id], |row| Ok((row.get(0)?, row.get(1)?)))?.collect::<Result<_, _>>()?;
-        let pages = connection
-            .prepare_cached("SELECT count(*) FROM pages WHERE corp_id = ?1")?
-            .query_row([corp_id], |row| row.get(0))?;
         let dead_letter_notifications = connection
             .prepare_cached("SELECT count(*) FROM mailbox WHERE state = ?2 AND corp_id = ?1")?
             .query_row(params![corp_id, MailboxState::DeadLetter], |row| row.get(0))?;
@@ -348,22 +402,7 @@ impl RecordStore for SqliteStore {
 
     fn list_messages(&self, corp_id: &str, filter: &MessageFilter) -> Result<Vec<StoredRecord>, StoreError> {
         let connection = self.lock();
-        let sql = format!(
-            "SELECT {RECORD_COLUMNS} FROM records
-             WHERE corp_id = ?1 AND id > ?2
-               AND (?3 IS NULL OR chatid = ?3)
-               AND (?4 IS NULL OR (sender_type = 1 AND sender_id = ?4) OR EXISTS (
-                    SELECT 1 FROM json_each(records.receivers)
-                    WHERE json_extract(value, '$.type') = 1 AND json_extract(value, '$.id') = ?4))
-               AND (?5 IS NULL OR (sender_type = 2 AND sender_id = ?5) OR EXISTS (
-                    SELECT 1 FROM json_each(records.receivers)
-                    WHERE json_extract(value, '$.type') = 2 AND json_extract(value, '$.id') = ?5))
-               AND (?6 IS NULL OR msgtype = ?6)
-               AND (?7 IS NULL OR send_time >= ?7)
-               AND (?8 IS NULL OR send_time <= ?8)
-             ORDER BY id LIMIT ?9"
-        );
-        let mut statement = connection.prepare_cached(&sql)?;
+        let mut statement = connection.prepare_cached(&list_messages_sql(filter))?;
         let rows = statement.query_map(
             params![
                 corp_id,
@@ -374,7 +413,7 @@ impl RecordStore for SqliteStore {
                 filter.msgtype,
                 filter.begin_time,
                 filter.end_time,
-                filter.limit as i64
+                i64::try_from(filter.limit).unwrap_or(i64::MAX)
             ],
             stored_record,
         )?;
@@ -389,16 +428,22 @@ impl RecordStore for SqliteStore {
         limit: usize,
     ) -> Result<Vec<Conversation>, StoreError> {
         let connection = self.lock();
-        let mut statement = connection.prepare_cached(
-            "SELECT conversation, count(*), max(send_time), max(id) FROM records
-             WHERE corp_id = ?1 AND conversation > ?2 AND conversation <> ''
-               AND (?3 IS NULL OR conversation IN (
-                    SELECT conversation FROM records WHERE corp_id = ?1 AND (sender_id = ?3 OR EXISTS (
-                        SELECT 1 FROM json_each(records.receivers) WHERE json_extract(value, '$.id') = ?3))))
-             GROUP BY conversation ORDER BY conversation LIMIT ?4",
-        )?;
+        // Both read the counters kept at commit; with a userid the walk starts from that party's
+        // conversations.
+        let sql = if userid.is_some() {
+            "SELECT c.conversation, c.message_count, c.last_send_time, c.newest_id
+             FROM conversation_parties cp
+             CROSS JOIN conversations c ON c.corp_id = cp.corp_id AND c.conversation = cp.conversation
+             WHERE cp.corp_id = ?1 AND cp.party_id = ?3 AND cp.conversation > ?2
+             ORDER BY cp.conversation LIMIT ?4"
+        } else {
+            "SELECT conversation, message_count, last_send_time, newest_id FROM conversations
+             WHERE corp_id = ?1 AND conversation > ?2 ORDER BY conversation LIMIT ?4"
+        };
+        let mut statement = connection.prepare_cached(sql)?;
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let groups: Vec<(String, i64, i64, i64)> = statement
-            .query_map(params![corp_id, after.unwrap_or(""), userid, limit as i64], |row| {
+            .query_map(params![corp_id, after.unwrap_or(""), userid, limit], |row| {
                 Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
             })?
             .collect::<Result<_, _>>()?;
@@ -407,11 +452,7 @@ impl RecordStore for SqliteStore {
         for (key, message_count, last_send_time, newest_id) in groups {
             let (chatid, sender, receivers): (Option<String>, String, String) =
                 newest.query_row([newest_id], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))?;
-            let mut participants: Vec<String> = serde_json::from_str::<Vec<serde_json::Value>>(&receivers)
-                .unwrap_or_default()
-                .iter()
-                .filter_map(|party| party["id"].as_str().map(str::to_owned))
-                .collect();
+            let mut participants: Vec<String> = parties_of(&receivers).into_iter().map(|(_, id)| id).collect();
             participants.push(sender);
             participants.sort();
             participants.dedup();
@@ -419,6 +460,53 @@ impl RecordStore for SqliteStore {
         }
         Ok(conversations)
     }
+}
+
+/// `list_messages` as SQL for the filters present, so that each shape uses its index: a
+/// `userid`/`external_userid` walks that party's records in id order (`record_parties`), a
+/// `chatid` walks the chat's (`records_chat`), anything else the corp's records by id
+/// (`records_keyset`). Parameters keep their numbers (?1 corp … ?9 limit) whichever are used.
+fn list_messages_sql(filter: &MessageFilter) -> String {
+    let columns = RECORD_COLUMNS.split(',').map(|column| format!("r.{}", column.trim())).collect::<Vec<_>>().join(", ");
+    let driving_party = match (&filter.userid, &filter.external_userid) {
+        (Some(_), _) => Some((1, "?4")),
+        (None, Some(_)) => Some((2, "?5")),
+        (None, None) => None,
+    };
+    let mut sql = match driving_party {
+        Some((party_type, party)) => format!(
+            "SELECT {columns} FROM record_parties p CROSS JOIN records r ON r.id = p.record_id
+             WHERE p.corp_id = ?1 AND p.party_type = {party_type} AND p.party_id = {party} AND p.record_id > ?2"
+        ),
+        None => format!("SELECT {columns} FROM records r WHERE r.corp_id = ?1 AND r.id > ?2"),
+    };
+    if filter.userid.is_some() && filter.external_userid.is_some() {
+        sql.push_str(
+            " AND EXISTS (SELECT 1 FROM record_parties q
+              WHERE q.corp_id = ?1 AND q.party_type = 2 AND q.party_id = ?5 AND q.record_id = r.id)",
+        );
+    }
+    for (present, clause) in [
+        (filter.chatid.is_some(), " AND r.chatid = ?3"),
+        (filter.msgtype.is_some(), " AND r.msgtype = ?6"),
+        (filter.begin_time.is_some(), " AND r.send_time >= ?7"),
+        (filter.end_time.is_some(), " AND r.send_time <= ?8"),
+    ] {
+        if present {
+            sql.push_str(clause);
+        }
+    }
+    sql.push_str(if driving_party.is_some() { " ORDER BY p.record_id LIMIT ?9" } else { " ORDER BY r.id LIMIT ?9" });
+    sql
+}
+
+/// `(type, id)` of each receiver in a record's `receivers` JSON.
+fn parties_of(receivers: &str) -> Vec<(i64, String)> {
+    serde_json::from_str::<Vec<serde_json::Value>>(receivers)
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|party| Some((party["type"].as_i64().unwrap_or(0), party["id"].as_str()?.to_owned())))
+        .collect()
 }
 
 impl MailboxStore for SqliteStore {
@@ -714,7 +802,7 @@ fn commit_page_in(transaction: &Transaction<'_>, page: &PageCommit) -> Result<Pa
              ON CONFLICT(corp_id, msgid) DO NOTHING",
         )?;
         for record in &page.records {
-            inserted += insert.execute(params![
+            let added = insert.execute(params![
                 page.corp_id,
                 record.msgid.as_str(),
                 record.sender_type,
@@ -733,8 +821,18 @@ fn commit_page_in(transaction: &Transaction<'_>, page: &PageCommit) -> Result<Pa
                 page_id,
                 now
             ])?;
+            if added == 1 {
+                index_record(transaction, &page.corp_id, transaction.last_insert_rowid(), record)?;
+                inserted += 1;
+            }
         }
     }
+    transaction
+        .prepare_cached(
+            "INSERT INTO corp_stats(corp_id, stored, pages) VALUES (?1, ?2, 1)
+             ON CONFLICT(corp_id) DO UPDATE SET stored = stored + excluded.stored, pages = pages + 1",
+        )?
+        .execute(params![page.corp_id, inserted as i64])?;
     transaction
         .prepare_cached("UPDATE pages SET n_inserted = ?2 WHERE id = ?1")?
         .execute(params![page_id, inserted as i64])?;
@@ -745,6 +843,38 @@ fn commit_page_in(transaction: &Transaction<'_>, page: &PageCommit) -> Result<Pa
         )?
         .execute(params![page.corp_id, page.cursor_out, now])?;
     Ok(PageOutcome { inserted, duplicates: page.records.len() - inserted })
+}
+
+/// What the abilities search by, kept with a new record in its page's transaction: its parties,
+/// its conversation's counters, and who takes part in that conversation.
+fn index_record(transaction: &Transaction<'_>, corp_id: &str, id: i64, record: &NewRecord) -> Result<(), StoreError> {
+    let mut parties = parties_of(&record.receivers);
+    parties.push((record.sender_type, record.sender_id.clone()));
+    let mut party = transaction.prepare_cached(
+        "INSERT OR IGNORE INTO record_parties(corp_id, party_type, party_id, record_id) VALUES (?1, ?2, ?3, ?4)",
+    )?;
+    for (party_type, party_id) in &parties {
+        party.execute(params![corp_id, party_type, party_id, id])?;
+    }
+    if record.conversation.is_empty() {
+        return Ok(());
+    }
+    transaction
+        .prepare_cached(
+            "INSERT INTO conversations(corp_id, conversation, message_count, last_send_time, newest_id)
+             VALUES (?1, ?2, 1, ?3, ?4)
+             ON CONFLICT(corp_id, conversation) DO UPDATE SET message_count = message_count + 1,
+                 last_send_time = max(last_send_time, excluded.last_send_time),
+                 newest_id = max(newest_id, excluded.newest_id)",
+        )?
+        .execute(params![corp_id, record.conversation, record.send_time, id])?;
+    let mut member = transaction.prepare_cached(
+        "INSERT OR IGNORE INTO conversation_parties(corp_id, party_id, conversation) VALUES (?1, ?2, ?3)",
+    )?;
+    for (_, party_id) in &parties {
+        member.execute(params![corp_id, party_id, record.conversation])?;
+    }
+    Ok(())
 }
 
 /// The columns of `RECORD_COLUMNS`, in order, into a record.
