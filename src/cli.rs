@@ -104,6 +104,13 @@ enum Command {
 
 #[derive(Debug, Subcommand)]
 enum BenchCommand {
+    /// Store N synthetic records, then time each reading ability (list_messages with every
+    /// filter and deep cursors, get_message, list_conversations, ingest_status): p50 and p95.
+    Abilities {
+        /// How many records to store first.
+        #[arg(long, default_value_t = 1_000_000)]
+        records: usize,
+    },
     /// Time the real ingest pipeline (HTTP pull over loopback, RSA, SQLite commits) against the
     /// simulator. The corpus is encrypted before the clock starts.
     Ingest {
@@ -180,6 +187,7 @@ fn run(command: Command) -> Result<(), CliError> {
         }
         Command::Keygen { out, version } => keygen(&out, version),
         Command::Bench { bench: BenchCommand::Ingest { messages, page_limit } } => bench_ingest(messages, page_limit),
+        Command::Bench { bench: BenchCommand::Abilities { records } } => bench_abilities(records),
         Command::Bench { bench: BenchCommand::FrontDoor { seconds, connections } } => {
             bench_front_door(seconds, connections as usize)
         }
@@ -230,6 +238,14 @@ fn bench_ingest(messages: usize, page_limit: u32) -> Result<(), CliError> {
     telemetry::init(crate::config::LogFormat::Text, "warn");
     runtime()?
         .block_on(crate::bench::ingest(messages, page_limit, &mut std::io::stdout()))
+        .map_err(|error| runtime_error("bench", error))?;
+    Ok(())
+}
+
+fn bench_abilities(records: usize) -> Result<(), CliError> {
+    telemetry::init(crate::config::LogFormat::Text, "warn");
+    runtime()?
+        .block_on(crate::bench::abilities::run(records, &mut std::io::stdout()))
         .map_err(|error| runtime_error("bench", error))?;
     Ok(())
 }

@@ -8,6 +8,7 @@
 //! transactions (page + cursor). Afterwards every record is counted and a sample is checked
 //! against the simulator's expected secret keys.
 
+pub mod abilities;
 pub mod front_door;
 mod load;
 

@@ -77,7 +77,7 @@ fn config_problems_exit_2_with_the_key_named() {
 fn usage_errors_exit_2_and_every_command_has_help() {
     assert_eq!(run(&["no-such-command"], &[]).status.code(), Some(2));
     assert_eq!(run(&["serve", "--bogus"], &[]).status.code(), Some(2));
-    let commands: [&[&str]; 9] = [
+    let commands: [&[&str]; 10] = [
         &["--help"],
         &["serve", "--help"],
         &["check-config", "--help"],
@@ -85,6 +85,7 @@ fn usage_errors_exit_2_and_every_command_has_help() {
         &["keygen", "--help"],
         &["bench", "--help"],
         &["bench", "ingest", "--help"],
+        &["bench", "abilities", "--help"],
         &["demo", "--help"],
         &["call", "--help"],
     ];
@@ -281,4 +282,16 @@ async fn two_thousand_slow_clients_block_neither_health_nor_shutdown() {
     trickling.abort();
     assert_eq!(status.code(), Some(0));
     eprintln!("exited {:?} after SIGTERM with 2,000 slow clients", terminated.elapsed());
+}
+
+#[test]
+fn bench_abilities_times_every_reading_ability() {
+    let output = run(&["bench", "abilities", "--records", "3000"], &[]);
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    for shape in ["list_messages userid", "list_messages time window", "list_conversations userid", "ingest_status"] {
+        assert!(stdout.contains(shape), "{shape} missing: {stdout}");
+    }
+    let last = stdout.lines().last().unwrap();
+    assert!(last.starts_with("abilities: 3000 records, 11 shapes x 200 calls, worst p95 "), "{last}");
 }
