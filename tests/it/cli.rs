@@ -96,24 +96,34 @@ fn usage_errors_exit_2_and_every_command_has_help() {
     }
 }
 
-#[test]
-fn serve_answers_health_checks_and_stops_cleanly_on_sigterm() {
+/// `serve` on the filled example, on a free loopback port, with its store in `data`. Nothing
+/// listens at the upstream: the start-up pull fails fast and is retried in the background.
+fn serve_filled_example(
+    data: &tempfile::TempDir,
+    extra: &[(&str, &str)],
+    stderr: Stdio,
+) -> (String, std::process::Child) {
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let listen = format!("127.0.0.1:{port}");
-    let data = tempfile::tempdir().unwrap();
     let child = Command::new(BIN)
         .args(["serve", "--config", "config/wecom-zone.example.toml"])
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .envs(FILLED)
+        .envs(extra.iter().copied())
         .env("WECOM_ZONE__SERVER__LISTEN", &listen)
-        .env("WECOM_ZONE__LOG__FORMAT", "json")
         .env("WECOM_ZONE__STORAGE__PATH", data.path().join("db.sqlite"))
-        // Nothing listens there: the start-up pull fails fast and is retried in the background.
         .env("WECOM_ZONE__UPSTREAM__BASE_URL", "http://127.0.0.1:9")
         .stdout(Stdio::null())
-        .stderr(Stdio::piped())
+        .stderr(stderr)
         .spawn()
         .unwrap();
+    (listen, child)
+}
+
+#[test]
+fn serve_answers_health_checks_and_stops_cleanly_on_sigterm() {
+    let data = tempfile::tempdir().unwrap();
+    let (listen, child) = serve_filled_example(&data, &[("WECOM_ZONE__LOG__FORMAT", "json")], Stdio::piped());
     let url = format!("http://{listen}/healthz");
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
@@ -220,25 +230,15 @@ fn demo_runs_end_to_end_and_reports_what_it_stored() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_thousand_slow_clients_block_neither_health_nor_shutdown() {
     use tokio::io::AsyncWriteExt;
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let listen = format!("127.0.0.1:{port}");
     let data = tempfile::tempdir().unwrap();
-    let mut child = Command::new(BIN)
-        .args(["serve", "--config", "config/wecom-zone.example.toml"])
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .envs(FILLED)
-        .env("WECOM_ZONE__SERVER__LISTEN", &listen)
+    let extra = [
         // Longer than the 10 s allowed for shutdown: in-flight requests must not hold it up.
-        .env("WECOM_ZONE__SERVER__REQUEST_TIMEOUT_MS", "60000")
+        ("WECOM_ZONE__SERVER__REQUEST_TIMEOUT_MS", "60000"),
         // Shutdown is bounded by the grace, whatever the clients do; 3 s (default 5 s) leaves a
         // margin on a loaded CI machine.
-        .env("WECOM_ZONE__SERVER__SHUTDOWN_GRACE_MS", "3000")
-        .env("WECOM_ZONE__STORAGE__PATH", data.path().join("db.sqlite"))
-        .env("WECOM_ZONE__UPSTREAM__BASE_URL", "http://127.0.0.1:9")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+        ("WECOM_ZONE__SERVER__SHUTDOWN_GRACE_MS", "3000"),
+    ];
+    let (listen, mut child) = serve_filled_example(&data, &extra, Stdio::null());
     let health = format!("http://{listen}/healthz");
     let client = reqwest::Client::new();
     let deadline = Instant::now() + Duration::from_secs(20);
