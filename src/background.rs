@@ -1,8 +1,10 @@
 //! Background work has one shape. A [`Worker`]'s `round` does a bounded piece of work and says
 //! what it found ([`Round`]); [`spawn`] runs rounds until shutdown: at once again while there is
 //! more work, after a capped, jittered backoff when a round failed, and otherwise when woken or
-//! when the idle timer fires. Shutdown cancels a round where it stands, so every round must leave
-//! durable state consistent at every await (each of ours commits in transactions).
+//! when the idle timer fires. On shutdown a round under way gets [`ROUND_DRAIN`] to finish (so a
+//! notification WeCom has already taken is also marked as taken, not sent again after a restart);
+//! past that it is cancelled where it stands, so every round must still leave durable state
+//! consistent at every await (each of ours commits in transactions).
 //!
 //! Also here: the shutdown signal every loop watches, and the process's termination signal.
 
@@ -135,14 +137,21 @@ impl Shutdown {
     }
 }
 
+/// How long a round under way may still run once shutdown is asked for.
+pub const ROUND_DRAIN: Duration = Duration::from_secs(3);
+
 /// Runs `worker` in rounds until `shutdown`; `wake` starts the next round early when idle.
 pub fn spawn(worker: Arc<dyn Worker>, wake: Arc<Notify>, pace: Pace, mut shutdown: Shutdown) -> JoinHandle<()> {
     tokio::spawn(async move {
         let mut failures = 0u32;
         loop {
+            let mut round = worker.round();
             let round = tokio::select! {
-                round = worker.round() => round,
-                () = shutdown.wait() => return,
+                round = &mut round => round,
+                () = shutdown.wait() => {
+                    let _ = tokio::time::timeout(ROUND_DRAIN, round).await;
+                    return;
+                }
             };
             let wait = async {
                 match round {
