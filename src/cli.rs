@@ -100,6 +100,13 @@ enum Command {
         #[arg(long, default_value_t = 3000)]
         timeout_ms: u64,
     },
+    /// Run one finance SDK worker (the service spawns these; they talk over stdin/stdout).
+    #[command(hide = true)]
+    FinanceWorker {
+        /// libWeWorkFinanceSdk_C.so (or a library with the same C API).
+        #[arg(long, value_name = "FILE")]
+        library: PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -192,6 +199,11 @@ fn run(command: Command) -> Result<(), CliError> {
             bench_front_door(seconds, connections as usize)
         }
         Command::Healthcheck { url, timeout_ms } => healthcheck(&url, Duration::from_millis(timeout_ms)),
+        Command::FinanceWorker { library } => match crate::finance::worker::run(&library) {
+            0 => Ok(()),
+            // The worker's own failures are reported on its pipe; the exit code only ends it.
+            code => std::process::exit(code),
+        },
     }
 }
 

@@ -142,6 +142,14 @@ pub struct Metrics {
     pull_failures: Family<CorpLabels, Counter>,
     token_refreshes: Family<CorpLabels, Counter>,
     upstream_retries: Family<CauseLabels, Counter>,
+    finance_worker_losses: Family<ReasonLabels, Counter>,
+    finance_content: Family<ContentLabels, Counter>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ContentLabels {
+    corp_id: String,
+    status: String,
 }
 
 impl Default for Metrics {
@@ -222,6 +230,19 @@ impl Metrics {
         registry.register("pull_failures", "Pulls that stopped on an error (retried later)", pull_failures.clone());
         registry.register("token_refreshes", "access_token fetches from gettoken", token_refreshes.clone());
         registry.register("upstream_retries", "Upstream attempts retried, by cause", upstream_retries.clone());
+        let finance_worker_losses = Family::<ReasonLabels, Counter>::default();
+        let finance_content = Family::<ContentLabels, Counter>::default();
+        registry.register(
+            "finance_worker_losses",
+            "Finance SDK worker processes lost and replaced, by reason (crash, deadline, protocol)",
+            finance_worker_losses.clone(),
+        );
+        registry.register(
+            "finance_content",
+            "Classic archive records by the content status DecryptData and validation gave them \
+             (ok, pending, sdk_error_<code>, crashed, invalid), counted when stored or retried",
+            finance_content.clone(),
+        );
         Metrics {
             registry: Mutex::new(registry),
             http_requests,
@@ -241,6 +262,8 @@ impl Metrics {
             pull_failures,
             token_refreshes,
             upstream_retries,
+            finance_worker_losses,
+            finance_content,
         }
     }
 
@@ -309,6 +332,17 @@ impl Metrics {
 
     pub fn upstream_retry(&self, cause: &str) {
         self.upstream_retries.get_or_create(&CauseLabels { cause: cause.to_owned() }).inc();
+    }
+
+    /// `reason` is `crash`, `deadline` or `protocol`.
+    pub fn finance_worker_lost(&self, reason: &'static str) {
+        self.finance_worker_losses.get_or_create(&ReasonLabels { reason }).inc();
+    }
+
+    /// `status` is a content status's text (a bounded set: the SDK's codes are a short list).
+    pub fn finance_content(&self, corp_id: &str, status: &str, count: usize) {
+        let labels = ContentLabels { corp_id: corp_id.to_owned(), status: status.to_owned() };
+        self.finance_content.get_or_create(&labels).inc_by(count as u64);
     }
 
     /// The text exposition format.

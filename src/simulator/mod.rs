@@ -8,6 +8,7 @@
 
 mod corpus;
 mod faults;
+pub mod stub_sdk;
 
 use std::sync::Arc;
 use std::sync::Mutex;

@@ -5,6 +5,7 @@ mod api;
 mod cli;
 mod crash;
 mod crypto;
+mod finance;
 mod helpers;
 mod ingest;
 mod layering;
