@@ -67,7 +67,7 @@ pub fn build_ingestor(
     let store = Arc::new(SqliteStore::open(&config.storage.path)?);
     let mut rings = HashMap::new();
     for corp in &config.corps {
-        let ring = corp.key_ring(config.ingest.rsa_padding).map_err(|(version, error)| StartError::Key {
+        let ring = corp.key_ring(corp.rsa_padding(config.ingest.rsa_padding)).map_err(|(version, error)| StartError::Key {
             corp_id: corp.corp_id.clone(),
             version,
             message: error.to_string(),

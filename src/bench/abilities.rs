@@ -214,6 +214,7 @@ fn synthetic(rng: &mut SplitMix, n: usize, send_time: i64) -> NewRecord {
         secret_key: Some("0123456789abcdef0123456789abcdef".into()),
         decrypt_status: DecryptStatus::Ok,
         call_duration: None,
+        archive: None,
     }
 }
 

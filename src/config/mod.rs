@@ -88,6 +88,8 @@ pub struct Config {
     pub ingest: IngestConfig,
     pub abilities: AbilitiesConfig,
     pub background: BackgroundConfig,
+    pub finance_sdk: FinanceSdkConfig,
+    pub media: MediaConfig,
     pub corps: Vec<CorpConfig>,
     /// The file the configuration was read from, if any.
     pub source: Option<PathBuf>,
@@ -216,13 +218,50 @@ pub struct LogConfig {
     pub level: String,
 }
 
+/// `[finance_sdk]`: the official SDK for corps on the classic archive.
+#[derive(Debug, Clone)]
+pub struct FinanceSdkConfig {
+    /// `libWeWorkFinanceSdk_C.so`; required (and checked to exist) when a corp uses it.
+    pub library: Option<PathBuf>,
+    /// Passed to GetChatData / GetMediaData, e.g. `socks5://10.0.0.1:8081`.
+    pub proxy: String,
+    pub proxy_password: Secret,
+    /// The SDK's own network timeout argument.
+    pub timeout_s: i32,
+    /// A worker call slower than this kills the worker.
+    pub call_deadline: Duration,
+    /// GetChatData's `limit` (at most 1000).
+    pub page_limit: u32,
+    /// The executable that runs `finance-worker`; `None`: this one.
+    pub worker: Option<PathBuf>,
+}
+
+/// `[media]`: downloaded media files.
+#[derive(Debug, Clone)]
+pub struct MediaConfig {
+    /// Content-addressed by md5.
+    pub path: PathBuf,
+    /// Larger files are not downloaded (status `too_large`).
+    pub max_file_bytes: u64,
+}
+
+/// Where a corp's chat records come from.
+#[derive(Debug, Clone)]
+pub enum Archive {
+    /// The zone's `sync_msg` over `[upstream]`.
+    Zone,
+    /// The classic 会话内容存档 through the official finance SDK, with its own Secret.
+    FinanceSdk { secret: Secret },
+}
+
 /// One corporation served by this deployment.
 #[derive(Debug, Clone)]
 pub struct CorpConfig {
     pub corp_id: CorpId,
+    pub archive: Archive,
     pub agent_id: Option<i64>,
-    /// The app secret for `gettoken`.
-    pub secret: Secret,
+    /// The app secret for `gettoken`; a classic-archive corp may have none.
+    pub secret: Option<Secret>,
     /// The callback Token.
     pub token: Secret,
     /// The callback EncodingAESKey (43 characters).
@@ -266,6 +305,15 @@ impl CorpConfig {
             ring.insert(key.version, parsed, padding).map_err(|error| (key.version, error))?;
         }
         Ok(ring)
+    }
+
+    /// The RSA padding of this corp's message keys: the classic archive's is PKCS#1 v1.5
+    /// (confirmed, reference §3.2) whatever `[ingest] rsa_padding` says for the zone's.
+    pub fn rsa_padding(&self, zone_padding: RsaPadding) -> RsaPadding {
+        match self.archive {
+            Archive::Zone => zone_padding,
+            Archive::FinanceSdk { .. } => RsaPadding::Pkcs1,
+        }
     }
 
     /// Whether `receive_id` (from a decrypted callback) is one this corp accepts.
@@ -348,7 +396,13 @@ impl Config {
         for corp in &self.corps {
             let agent = corp.agent_id.map_or("-".into(), |id| id.to_string());
             out.push_str(&format!("corp {}: agent_id {agent}\n", corp.corp_id));
-            out.push_str(&format!("  secret: [redacted] ({})\n", corp.secret.origin));
+            match &corp.secret {
+                Some(secret) => out.push_str(&format!("  secret: [redacted] ({})\n", secret.origin)),
+                None => out.push_str("  secret: none (no zone API calls)\n"),
+            }
+            if let Archive::FinanceSdk { secret } = &corp.archive {
+                out.push_str(&format!("  archive: finance_sdk, archive_secret [redacted] ({})\n", secret.origin));
+            }
             out.push_str(&format!("  token: [redacted] ({})\n", corp.token.origin));
             out.push_str(&format!("  encoding_aes_key: [redacted] ({}), valid\n", corp.encoding_aes_key.origin));
             if !corp.extra_receive_ids.is_empty() {
@@ -383,11 +437,16 @@ fn validate_corps(corps: &[CorpConfig], padding: RsaPadding) -> Result<(), Confi
         if token.is_empty() || token.len() > 32 || !token.bytes().all(|b| b.is_ascii_alphanumeric()) {
             return Err(ConfigError::invalid(key("token"), "must be 1 to 32 letters or digits"));
         }
-        if corp.secret.expose().is_empty() {
+        if corp.secret.as_ref().is_some_and(|secret| secret.expose().is_empty()) {
             return Err(ConfigError::invalid(key("secret"), "must not be empty"));
         }
+        if let Archive::FinanceSdk { secret } = &corp.archive {
+            if secret.expose().is_empty() || secret.expose().bytes().any(|byte| byte <= b' ') {
+                return Err(ConfigError::invalid(key("archive_secret"), "must be the 会话内容存档 Secret, without spaces"));
+            }
+        }
         corp.callback_crypto().map_err(|error| ConfigError::invalid(key("encoding_aes_key"), error.to_string()))?;
-        corp.key_ring(padding).map_err(|(version, error)| {
+        corp.key_ring(corp.rsa_padding(padding)).map_err(|(version, error)| {
             ConfigError::invalid(key("private_keys"), format!("version {version}: {error}"))
         })?;
         refuse_samples(corp, &key)?;
@@ -406,8 +465,13 @@ fn refuse_samples(corp: &CorpConfig, key: &dyn Fn(&str) -> String) -> Result<(),
     if samples::is_sample_aes_key(corp.encoding_aes_key.expose()) {
         return Err(ConfigError::invalid(key("encoding_aes_key"), PUBLISHED));
     }
-    if samples::is_placeholder(corp.secret.expose()) {
+    if corp.secret.as_ref().is_some_and(|secret| samples::is_placeholder(secret.expose())) {
         return Err(ConfigError::invalid(key("secret"), PLACEHOLDER));
+    }
+    if let Archive::FinanceSdk { secret } = &corp.archive {
+        if samples::is_placeholder(secret.expose()) {
+            return Err(ConfigError::invalid(key("archive_secret"), PLACEHOLDER));
+        }
     }
     if corp.private_keys.is_empty() {
         return Err(ConfigError::invalid(

@@ -2,7 +2,7 @@
 
 use std::fmt::Display;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -16,6 +16,7 @@ use super::{
     AbilitiesConfig, BackgroundConfig, Config, ConfigError, CorpConfig, IngestConfig, LogConfig, LogFormat,
     MailboxConfig, PrivateKeyConfig, Secret, ServerConfig, StorageConfig, UpstreamConfig, validate_corps,
 };
+use super::{Archive, FinanceSdkConfig, MediaConfig};
 
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
@@ -37,7 +38,60 @@ pub(super) struct RawConfig {
     #[serde(default)]
     delivery: RawDelivery,
     #[serde(default)]
+    finance_sdk: RawFinanceSdk,
+    #[serde(default)]
+    media: RawMedia,
+    #[serde(default)]
     corp: Vec<RawCorp>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawFinanceSdk {
+    library: String,
+    proxy: String,
+    #[serde(deserialize_with = "secret_text")]
+    proxy_password: Option<String>,
+    proxy_password_file: Option<PathBuf>,
+    proxy_password_env: Option<String>,
+    #[serde(deserialize_with = "lenient")]
+    timeout_s: i32,
+    #[serde(deserialize_with = "lenient")]
+    call_deadline_ms: u64,
+    #[serde(deserialize_with = "lenient")]
+    page_limit: u32,
+    /// The wecom-zone executable that runs workers; empty: this one.
+    worker: String,
+}
+
+impl Default for RawFinanceSdk {
+    fn default() -> Self {
+        RawFinanceSdk {
+            library: String::new(),
+            proxy: String::new(),
+            proxy_password: None,
+            proxy_password_file: None,
+            proxy_password_env: None,
+            timeout_s: 10,
+            call_deadline_ms: 30_000,
+            page_limit: 1000,
+            worker: String::new(),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawMedia {
+    path: PathBuf,
+    #[serde(deserialize_with = "lenient")]
+    max_file_bytes: u64,
+}
+
+impl Default for RawMedia {
+    fn default() -> Self {
+        RawMedia { path: PathBuf::from("data/media"), max_file_bytes: 100 << 20 }
+    }
 }
 
 #[derive(Deserialize)]
@@ -217,6 +271,13 @@ impl Default for RawLog {
 struct RawCorp {
     #[serde(default)]
     corp_id: String,
+    /// `zone` (default) or `finance_sdk`.
+    #[serde(default)]
+    archive: Option<String>,
+    #[serde(default, deserialize_with = "secret_text")]
+    archive_secret: Option<String>,
+    archive_secret_file: Option<PathBuf>,
+    archive_secret_env: Option<String>,
     #[serde(default, deserialize_with = "lenient_option")]
     agent_id: Option<i64>,
     #[serde(default)]
@@ -270,7 +331,11 @@ impl RawConfig {
         let ingest = self.ingest.validate()?;
         validate_corps(&corps, ingest.rsa_padding)?;
         let upstream = self.upstream.validate()?;
+        let uses_finance_sdk = corps.iter().any(|corp| matches!(corp.archive, Archive::FinanceSdk { .. }));
+        let finance_sdk = self.finance_sdk.validate(uses_finance_sdk, lookup_env)?;
         Ok(Config {
+            finance_sdk,
+            media: self.media.validate()?,
             ingest,
             server: self.server.validate()?,
             storage: StorageConfig { path: self.storage.path },
@@ -315,6 +380,61 @@ impl RawServer {
             body_buffer_bytes: self.body_buffer_bytes,
             shutdown_grace: Duration::from_millis(self.shutdown_grace_ms),
         })
+    }
+}
+
+impl RawFinanceSdk {
+    fn validate(self, required: bool, lookup_env: EnvLookup<'_>) -> Result<FinanceSdkConfig, ConfigError> {
+        let library = self.library.trim();
+        if required && library.is_empty() {
+            return Err(ConfigError::invalid(
+                "finance_sdk.library",
+                "is required when a corp uses archive = \"finance_sdk\" (the path of libWeWorkFinanceSdk_C.so)",
+            ));
+        }
+        if required && !Path::new(library).is_file() {
+            return Err(ConfigError::invalid("finance_sdk.library", format!("no such file: {library}")));
+        }
+        if !(1..=1000).contains(&self.page_limit) {
+            return Err(ConfigError::invalid("finance_sdk.page_limit", "must be 1 to 1000"));
+        }
+        if self.timeout_s <= 0 {
+            return Err(ConfigError::invalid("finance_sdk.timeout_s", "must be positive"));
+        }
+        if self.call_deadline_ms < 1000 * self.timeout_s as u64 {
+            return Err(ConfigError::invalid(
+                "finance_sdk.call_deadline_ms",
+                "must be at least timeout_s (the SDK's own network timeout) in milliseconds",
+            ));
+        }
+        let proxy_password = match (&self.proxy_password, &self.proxy_password_file, &self.proxy_password_env) {
+            (None, None, None) => Secret { value: SecretString::from(String::new()), origin: "none".into() },
+            _ => resolve_secret(
+                "finance_sdk.proxy_password",
+                self.proxy_password,
+                self.proxy_password_file,
+                self.proxy_password_env,
+                lookup_env,
+            )?,
+        };
+        Ok(FinanceSdkConfig {
+            library: (!library.is_empty()).then(|| PathBuf::from(library)),
+            proxy: self.proxy.trim().to_owned(),
+            proxy_password,
+            timeout_s: self.timeout_s,
+            call_deadline: Duration::from_millis(self.call_deadline_ms),
+            page_limit: self.page_limit,
+            worker: (!self.worker.trim().is_empty()).then(|| PathBuf::from(self.worker.trim())),
+        })
+    }
+}
+
+impl RawMedia {
+    fn validate(self) -> Result<MediaConfig, ConfigError> {
+        if self.max_file_bytes == 0 {
+            return Err(ConfigError::invalid("media.max_file_bytes", "must be positive"));
+        }
+        Ok(MediaConfig { path: self.path, max_file_bytes: self.max_file_bytes })
     }
 }
 
@@ -386,7 +506,30 @@ impl RawLog {
 impl RawCorp {
     fn resolve(self, index: usize, lookup_env: EnvLookup<'_>) -> Result<CorpConfig, ConfigError> {
         let key = |field: &str| format!("corp[{index}].{field}");
-        let secret = resolve_secret(&key("secret"), self.secret, self.secret_file, self.secret_env, lookup_env)?;
+        let archive_secret_given =
+            self.archive_secret.is_some() || self.archive_secret_file.is_some() || self.archive_secret_env.is_some();
+        let archive = match self.archive.as_deref().map(str::trim) {
+            None | Some("zone") => Archive::Zone,
+            Some("finance_sdk") => Archive::FinanceSdk {
+                secret: resolve_secret(
+                    &key("archive_secret"),
+                    self.archive_secret,
+                    self.archive_secret_file,
+                    self.archive_secret_env,
+                    lookup_env,
+                )?,
+            },
+            Some(_) => return Err(ConfigError::invalid(key("archive"), "must be `zone` or `finance_sdk`")),
+        };
+        if matches!(archive, Archive::Zone) && archive_secret_given {
+            return Err(ConfigError::invalid(key("archive_secret"), "is used only with archive = \"finance_sdk\""));
+        }
+        // The app secret is for gettoken (zone APIs, spec_notify_app); a classic archive corp may
+        // have none.
+        let secret = match (&archive, &self.secret, &self.secret_file, &self.secret_env) {
+            (Archive::FinanceSdk { .. }, None, None, None) => None,
+            _ => Some(resolve_secret(&key("secret"), self.secret, self.secret_file, self.secret_env, lookup_env)?),
+        };
         let token = resolve_secret(&key("token"), self.token, self.token_file, self.token_env, lookup_env)?;
         let encoding_aes_key = resolve_secret(
             &key("encoding_aes_key"),
@@ -406,6 +549,7 @@ impl RawCorp {
             })
             .collect::<Result<Vec<_>, ConfigError>>()?;
         Ok(CorpConfig {
+            archive,
             corp_id: CorpId::from(self.corp_id.trim()),
             agent_id: self.agent_id,
             secret,

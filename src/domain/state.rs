@@ -94,6 +94,60 @@ text_enum!(
     }
 );
 
+/// Where a classic archive record's content stands (`content_status` of the contract).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ContentStatus {
+    /// Decrypted and validated.
+    Ok,
+    /// Not decrypted yet: no private key of the record's version (it is when the key appears).
+    Pending,
+    /// DecryptData returned this code.
+    SdkError(i32),
+    /// DecryptData killed the worker twice; parked.
+    Crashed,
+    /// Decrypted to something that is not the record's message (not JSON, or another msgid).
+    Invalid,
+}
+
+impl ContentStatus {
+    pub fn as_string(self) -> String {
+        match self {
+            ContentStatus::Ok => "ok".into(),
+            ContentStatus::Pending => "pending".into(),
+            ContentStatus::SdkError(code) => format!("sdk_error_{code}"),
+            ContentStatus::Crashed => "crashed".into(),
+            ContentStatus::Invalid => "invalid".into(),
+        }
+    }
+
+    /// Whether trying again later may succeed: transient SDK codes (network, parse, system; and
+    /// 10008, which the FAQ says to retry) and records waiting for their key.
+    pub fn is_retryable(self) -> bool {
+        matches!(self, ContentStatus::Pending | ContentStatus::SdkError(10001..=10003 | 10008))
+    }
+}
+
+impl fmt::Display for ContentStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.as_string())
+    }
+}
+
+impl FromStr for ContentStatus {
+    type Err = UnknownState;
+
+    fn from_str(text: &str) -> Result<Self, UnknownState> {
+        let unknown = || UnknownState { kind: "content status", text: text.to_owned() };
+        Ok(match text {
+            "ok" => ContentStatus::Ok,
+            "pending" => ContentStatus::Pending,
+            "crashed" => ContentStatus::Crashed,
+            "invalid" => ContentStatus::Invalid,
+            _ => ContentStatus::SdkError(text.strip_prefix("sdk_error_").and_then(|code| code.parse().ok()).ok_or_else(unknown)?),
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -110,5 +164,9 @@ mod tests {
             assert_eq!(state.to_string().parse::<JobState>(), Ok(*state));
         }
         assert!("sent".parse::<JobState>().is_err());
+        for status in [ContentStatus::Ok, ContentStatus::Pending, ContentStatus::SdkError(10006), ContentStatus::Crashed, ContentStatus::Invalid] {
+            assert_eq!(status.as_string().parse::<ContentStatus>(), Ok(status));
+        }
+        assert!("sdk_error_x".parse::<ContentStatus>().is_err());
     }
 }

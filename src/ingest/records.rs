@@ -58,6 +58,7 @@ pub fn to_record(raw: &RawValue, ring: &KeyRing) -> (NewRecord, Option<SecretKey
         decrypt_status,
         call_duration: item.extra_info.and_then(|extra| extra.call_duration),
         raw: raw.get().to_owned(),
+        archive: None,
     };
     (record, failure)
 }
@@ -85,5 +86,6 @@ fn malformed(raw: &str) -> NewRecord {
         decrypt_status: DecryptStatus::Malformed,
         call_duration: None,
         raw: raw.to_owned(),
+        archive: None,
     }
 }

@@ -19,7 +19,7 @@ mod sqlite;
 pub use jobs::{Job, JobDelivery, JobStore, NewJob};
 pub use mailbox::{MailboxEntry, MailboxStore, NewMailboxEntry, StoredSince};
 pub use records::{
-    Conversation, IngestStatus, MessageFilter, NewRecord, PageCommit, PageOutcome, PendingKey, RecordStore,
+    ArchiveFields, ArchiveRetry, Conversation, IngestStatus, MessageFilter, NewRecord, PageCommit, PageOutcome, PendingKey, RecordStore,
     StoredRecord,
 };
 pub use sqlite::SqliteStore;

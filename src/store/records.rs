@@ -1,7 +1,7 @@
 //! The records aggregate: chat records, the page ledger and the cursor per corp.
 
 use super::StoreError;
-use crate::domain::{DecryptStatus, MsgId};
+use crate::domain::{ContentStatus, DecryptStatus, MsgId};
 
 /// One chat record as stored: every field of the `sync_msg` item, the decrypted secret key (or
 /// why there is none) and the item's raw JSON.
@@ -22,8 +22,35 @@ pub struct NewRecord {
     pub secret_key: Option<String>,
     pub decrypt_status: DecryptStatus,
     pub call_duration: Option<i64>,
-    /// The `sync_msg` item as received.
+    /// The `sync_msg` item (or the finance SDK's `chatdata` item) as received.
     pub raw: String,
+    /// For a classic archive record: its seq and decrypted content.
+    pub archive: Option<ArchiveFields>,
+}
+
+/// What a classic archive record has beyond the zone's fields. Until the content is decrypted
+/// the record's sender, receivers, chat and time are unknown (they are inside the ciphertext)
+/// and stored empty; they are filled in when it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ArchiveFields {
+    pub seq: u64,
+    pub action: String,
+    /// WeCom's msgtype string.
+    pub msgtype: String,
+    /// `msgtime` in milliseconds.
+    pub msgtime: i64,
+    /// The decrypted, validated message object (JSON text), when `content_status` is ok.
+    pub content: Option<String>,
+    pub content_status: ContentStatus,
+    /// DecryptData attempts so far.
+    pub attempts: u32,
+}
+
+/// A classic record whose content may be decrypted on a later try.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ArchiveRetry {
+    pub id: i64,
+    pub record: NewRecord,
 }
 
 /// A page as pulled, with the cursors around it.
@@ -72,6 +99,11 @@ pub struct IngestStatus {
     pub dead_letter_notifications: i64,
     /// Async results `program_async_job_call_back` never accepted.
     pub dead_letter_jobs: i64,
+    /// Classic archive records by content status (empty for a zone corp).
+    pub content: Vec<(ContentStatus, i64)>,
+    /// The last error that stopped a classic archive pull: WeCom's or the SDK's code, and when
+    /// (Unix seconds); cleared by the next pull that succeeds.
+    pub archive_error: Option<(i64, i64)>,
 }
 
 /// Filters of `list_messages`; `None` means "any".
@@ -116,6 +148,20 @@ pub trait RecordStore: Send + Sync + 'static {
     ) -> Result<Vec<PendingKey>, StoreError>;
     /// Stores late-decrypted secret keys (or a new failure status) by row id, in one transaction.
     fn set_secret_keys(&self, updates: &[(i64, Result<String, DecryptStatus>)]) -> Result<(), StoreError>;
+    /// Classic records whose content is waiting to be decrypted again (`content_status`
+    /// retryable, fewer than `max_attempts` tries), after row `after_id`, oldest first.
+    fn archive_retry_candidates(
+        &self,
+        corp_id: &str,
+        after_id: i64,
+        max_attempts: u32,
+        limit: usize,
+    ) -> Result<Vec<ArchiveRetry>, StoreError>;
+    /// Stores new content outcomes (and the metadata they reveal) by row id, in one transaction;
+    /// a record whose content became ok is indexed for the abilities then.
+    fn set_archive_content(&self, corp_id: &str, updates: &[ArchiveRetry]) -> Result<(), StoreError>;
+    /// Notes (or, with `None`, clears) the error that stopped the corp's last archive pull.
+    fn set_archive_error(&self, corp_id: &str, error: Option<(i64, i64)>) -> Result<(), StoreError>;
     fn record(&self, corp_id: &str, msgid: &str) -> Result<Option<StoredRecord>, StoreError>;
     fn ingest_status(&self, corp_id: &str) -> Result<IngestStatus, StoreError>;
     /// Records matching `filter`, in storage order, at most `filter.limit`.

@@ -12,11 +12,11 @@ use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, ToSqlOutput, ValueRe
 use rusqlite::{Connection, OptionalExtension, ToSql, Transaction, params};
 
 use super::{
-    Conversation, IngestStatus, Job, JobDelivery, JobStore, MailboxEntry, MailboxStore, MessageFilter, NewJob,
+    ArchiveFields, ArchiveRetry, Conversation, IngestStatus, Job, JobDelivery, JobStore, MailboxEntry, MailboxStore, MessageFilter, NewJob,
     NewMailboxEntry, NewRecord, PageCommit, PageOutcome, PendingKey, RecordStore, StoreError, StoreHealth,
     StoredRecord, StoredSince,
 };
-use crate::domain::{DecryptStatus, JobState, MailboxState, unix_now};
+use crate::domain::{ContentStatus, DecryptStatus, JobState, MailboxState, unix_now};
 
 /// Embedded migrations, applied in order; `PRAGMA user_version` counts the applied ones.
 /// (rusqlite_migration does the same but lags rusqlite releases, so these few lines stay here.)
@@ -173,10 +173,43 @@ INSERT INTO corp_stats SELECT corp_id, count(*), 0 FROM records GROUP BY corp_id
 INSERT OR IGNORE INTO corp_stats SELECT DISTINCT corp_id, 0, 0 FROM pages;
 UPDATE corp_stats SET pages = (SELECT count(*) FROM pages WHERE pages.corp_id = corp_stats.corp_id);
 "#,
+    // The classic archive: each record's seq and decrypted content beside its row in `records`;
+    // counts by content status kept as they change; the error that stopped the last pull.
+    r#"
+CREATE TABLE archive_content (
+    record_id      INTEGER PRIMARY KEY REFERENCES records(id),
+    corp_id        TEXT    NOT NULL,
+    seq            INTEGER NOT NULL,
+    action         TEXT    NOT NULL,
+    msgtype        TEXT    NOT NULL,
+    msgtime        INTEGER NOT NULL,
+    content        TEXT,
+    content_status TEXT    NOT NULL,
+    attempts       INTEGER NOT NULL,
+    updated_at     INTEGER NOT NULL
+);
+CREATE INDEX archive_not_ok ON archive_content(corp_id, record_id) WHERE content_status <> 'ok';
+
+CREATE TABLE archive_stats (
+    corp_id        TEXT    NOT NULL,
+    content_status TEXT    NOT NULL,
+    records        INTEGER NOT NULL,
+    PRIMARY KEY (corp_id, content_status)
+) WITHOUT ROWID;
+
+ALTER TABLE cursors ADD COLUMN archive_error_code INTEGER;
+ALTER TABLE cursors ADD COLUMN archive_error_at INTEGER;
+"#,
 ];
 
-const RECORD_COLUMNS: &str = "id, msgid, sender_type, sender_id, receivers, chatid, conversation, send_time, msgtype,
-    public_key_ver, encrypted_secret_key, secret_key, decrypt_status, call_duration, raw, stored_at";
+/// A record's columns (`records r`) and its archive content (`LEFT JOIN archive_content a`).
+const RECORD_COLUMNS: &str = "r.id, r.msgid, r.sender_type, r.sender_id, r.receivers, r.chatid, r.conversation,
+    r.send_time, r.msgtype, r.public_key_ver, r.encrypted_secret_key, r.secret_key, r.decrypt_status,
+    r.call_duration, r.raw, r.stored_at, a.seq, a.action, a.msgtype, a.msgtime, a.content, a.content_status,
+    a.attempts";
+
+/// Joins each record to its archive content (none for a zone record).
+const ARCHIVE_JOIN: &str = "LEFT JOIN archive_content a ON a.record_id = r.id";
 
 const MAILBOX_COLUMNS: &str = "id, corp_id, kind, notify_scene, payload, state, notify_id, created_at, notified_at,
     expires_at, notify_attempts, (SELECT count(*) FROM mailbox_fetches WHERE mailbox_id = mailbox.id)";
@@ -284,6 +317,18 @@ macro_rules! sql_text_state {
 
 sql_text_state!(DecryptStatus, MailboxState, JobState);
 
+impl ToSql for ContentStatus {
+    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+        Ok(ToSqlOutput::from(self.as_string()))
+    }
+}
+
+impl FromSql for ContentStatus {
+    fn column_result(value: ValueRef<'_>) -> FromSqlResult<Self> {
+        value.as_str()?.parse().map_err(|error| FromSqlError::Other(Box::new(error)))
+    }
+}
+
 impl StoreHealth for SqliteStore {
     fn check(&self) -> Result<(), StoreError> {
         self.lock().query_row("SELECT 1", [], |_| Ok(()))?;
@@ -357,9 +402,103 @@ impl RecordStore for SqliteStore {
         Ok(())
     }
 
+    fn archive_retry_candidates(
+        &self,
+        corp_id: &str,
+        after_id: i64,
+        max_attempts: u32,
+        limit: usize,
+    ) -> Result<Vec<ArchiveRetry>, StoreError> {
+        let connection = self.lock();
+        let retryable = ["pending", "sdk_error_10001", "sdk_error_10002", "sdk_error_10003", "sdk_error_10008"];
+        let sql = format!(
+            "SELECT {RECORD_COLUMNS} FROM archive_content a INDEXED BY archive_not_ok CROSS JOIN records r ON r.id = a.record_id
+             WHERE a.corp_id = ?1 AND a.content_status <> 'ok' AND a.record_id > ?2 AND a.attempts < ?3
+               AND a.content_status IN ({})
+             ORDER BY a.record_id LIMIT ?4",
+            retryable.iter().map(|status| format!("'{status}'")).collect::<Vec<_>>().join(", ")
+        );
+        let mut statement = connection.prepare_cached(&sql)?;
+        let rows = statement.query_map(params![corp_id, after_id, max_attempts, limit as i64], stored_record)?;
+        Ok(rows
+            .map(|row| row.map(|stored| ArchiveRetry { id: stored.id, record: stored.record }))
+            .collect::<Result<Vec<_>, _>>()?)
+    }
+
+    fn set_archive_content(&self, corp_id: &str, updates: &[ArchiveRetry]) -> Result<(), StoreError> {
+        let mut connection = self.lock();
+        let transaction = connection.transaction()?;
+        let now = unix_now();
+        for update in updates {
+            let Some(archive) = &update.record.archive else { continue };
+            let before: Option<ContentStatus> = transaction
+                .prepare_cached("SELECT content_status FROM archive_content WHERE record_id = ?1 AND corp_id = ?2")?
+                .query_row(params![update.id, corp_id], |row| row.get(0))
+                .optional()?;
+            let Some(before) = before else { continue };
+            let record = &update.record;
+            transaction
+                .prepare_cached(
+                    "UPDATE records SET sender_type = ?2, sender_id = ?3, receivers = ?4, chatid = ?5, conversation = ?6,
+                            send_time = ?7, msgtype = ?8, secret_key = ?9, decrypt_status = ?10
+                     WHERE id = ?1",
+                )?
+                .execute(params![
+                    update.id,
+                    record.sender_type,
+                    record.sender_id,
+                    record.receivers,
+                    record.chatid,
+                    record.conversation,
+                    record.send_time,
+                    record.msgtype,
+                    record.secret_key,
+                    record.decrypt_status
+                ])?;
+            transaction
+                .prepare_cached(
+                    "UPDATE archive_content SET action = ?2, msgtype = ?3, msgtime = ?4, content = ?5,
+                            content_status = ?6, attempts = ?7, updated_at = ?8
+                     WHERE record_id = ?1",
+                )?
+                .execute(params![
+                    update.id,
+                    archive.action,
+                    archive.msgtype,
+                    archive.msgtime,
+                    archive.content,
+                    archive.content_status,
+                    archive.attempts,
+                    now
+                ])?;
+            if before != archive.content_status {
+                count_content(&transaction, corp_id, before, -1)?;
+                count_content(&transaction, corp_id, archive.content_status, 1)?;
+            }
+            if before != ContentStatus::Ok && archive.content_status == ContentStatus::Ok {
+                index_record(&transaction, corp_id, update.id, record)?;
+            }
+        }
+        transaction.commit()?;
+        Ok(())
+    }
+
+    fn set_archive_error(&self, corp_id: &str, error: Option<(i64, i64)>) -> Result<(), StoreError> {
+        let connection = self.lock();
+        connection
+            .prepare_cached(
+                "INSERT INTO cursors(corp_id, cursor, updated_at, archive_error_code, archive_error_at)
+                 VALUES (?1, '', ?4, ?2, ?3)
+                 ON CONFLICT(corp_id) DO UPDATE SET archive_error_code = excluded.archive_error_code,
+                     archive_error_at = excluded.archive_error_at",
+            )?
+            .execute(params![corp_id, error.map(|(code, _)| code), error.map(|(_, at)| at), unix_now()])?;
+        Ok(())
+    }
+
     fn record(&self, corp_id: &str, msgid: &str) -> Result<Option<StoredRecord>, StoreError> {
         let connection = self.lock();
-        let sql = format!("SELECT {RECORD_COLUMNS} FROM records WHERE corp_id = ?1 AND msgid = ?2");
+        let sql = format!("SELECT {RECORD_COLUMNS} FROM records r {ARCHIVE_JOIN} WHERE r.corp_id = ?1 AND r.msgid = ?2");
         let mut statement = connection.prepare_cached(&sql)?;
         let record = statement.query_row([corp_id, msgid], stored_record).optional()?;
         Ok(record)
@@ -367,11 +506,27 @@ impl RecordStore for SqliteStore {
 
     fn ingest_status(&self, corp_id: &str) -> Result<IngestStatus, StoreError> {
         let connection = self.lock();
-        let (cursor, last_pull_at) = connection
-            .prepare_cached("SELECT cursor, last_pull_at FROM cursors WHERE corp_id = ?1")?
-            .query_row([corp_id], |row| Ok((row.get::<_, String>(0)?, row.get::<_, Option<i64>>(1)?)))
+        let (cursor, last_pull_at, error_code, error_at) = connection
+            .prepare_cached(
+                "SELECT cursor, last_pull_at, archive_error_code, archive_error_at FROM cursors WHERE corp_id = ?1",
+            )?
+            .query_row([corp_id], |row| {
+                Ok((
+                    row.get::<_, String>(0)?,
+                    row.get::<_, Option<i64>>(1)?,
+                    row.get::<_, Option<i64>>(2)?,
+                    row.get::<_, Option<i64>>(3)?,
+                ))
+            })
             .optional()?
             .unwrap_or_default();
+        let content = connection
+            .prepare_cached(
+                "SELECT content_status, records FROM archive_stats WHERE corp_id = ?1 AND records > 0
+                 ORDER BY content_status",
+            )?
+            .query_map([corp_id], |row| Ok((row.get(0)?, row.get(1)?)))?
+            .collect::<Result<Vec<_>, _>>()?;
         let (stored, pages) = connection
             .prepare_cached("SELECT stored, pages FROM corp_stats WHERE corp_id = ?1")?
             .query_row([corp_id], |row| Ok((row.get(0)?, row.get(1)?)))
@@ -401,6 +556,8 @@ impl RecordStore for SqliteStore {
             newest_send_time,
             dead_letter_notifications,
             dead_letter_jobs,
+            content,
+            archive_error: error_code.zip(error_at),
         })
     }
 
@@ -471,7 +628,7 @@ impl RecordStore for SqliteStore {
 /// `chatid` walks the chat's (`records_chat`), anything else the corp's records by id
 /// (`records_keyset`). Parameters keep their numbers (?1 corp … ?9 limit) whichever are used.
 fn list_messages_sql(filter: &MessageFilter) -> String {
-    let columns = RECORD_COLUMNS.split(',').map(|column| format!("r.{}", column.trim())).collect::<Vec<_>>().join(", ");
+    let columns = RECORD_COLUMNS;
     let driving_party = match (&filter.userid, &filter.external_userid) {
         (Some(_), _) => Some((1, "?4")),
         (None, Some(_)) => Some((2, "?5")),
@@ -479,13 +636,16 @@ fn list_messages_sql(filter: &MessageFilter) -> String {
     };
     let mut sql = match driving_party {
         Some((party_type, party)) => format!(
-            "SELECT {columns} FROM record_parties p CROSS JOIN records r ON r.id = p.record_id
+            "SELECT {columns} FROM record_parties p CROSS JOIN records r ON r.id = p.record_id {ARCHIVE_JOIN}
              WHERE p.corp_id = ?1 AND p.party_type = {party_type} AND p.party_id = {party} AND p.record_id > ?2"
         ),
         None if narrow_window(filter) && filter.chatid.is_none() => {
-            format!("SELECT {columns} FROM records r INDEXED BY records_send_time WHERE r.corp_id = ?1 AND r.id > ?2")
+            format!(
+                "SELECT {columns} FROM records r INDEXED BY records_send_time {ARCHIVE_JOIN}
+                 WHERE r.corp_id = ?1 AND r.id > ?2"
+            )
         }
-        None => format!("SELECT {columns} FROM records r WHERE r.corp_id = ?1 AND r.id > ?2"),
+        None => format!("SELECT {columns} FROM records r {ARCHIVE_JOIN} WHERE r.corp_id = ?1 AND r.id > ?2"),
     };
     if filter.userid.is_some() && filter.external_userid.is_some() {
         sql.push_str(
@@ -840,7 +1000,16 @@ fn commit_page_in(transaction: &Transaction<'_>, page: &PageCommit) -> Result<Pa
                 now
             ])?;
             if added == 1 {
-                index_record(transaction, &page.corp_id, transaction.last_insert_rowid(), record)?;
+                let id = transaction.last_insert_rowid();
+                match &record.archive {
+                    Some(archive) => {
+                        insert_archive_content(transaction, &page.corp_id, id, archive, now)?;
+                        if archive.content_status == ContentStatus::Ok {
+                            index_record(transaction, &page.corp_id, id, record)?;
+                        }
+                    }
+                    None => index_record(transaction, &page.corp_id, id, record)?,
+                }
                 inserted += 1;
             }
         }
@@ -865,6 +1034,49 @@ fn commit_page_in(transaction: &Transaction<'_>, page: &PageCommit) -> Result<Pa
 
 /// What the abilities search by, kept with a new record in its page's transaction: its parties,
 /// its conversation's counters, and who takes part in that conversation.
+fn insert_archive_content(
+    transaction: &Transaction<'_>,
+    corp_id: &str,
+    id: i64,
+    archive: &ArchiveFields,
+    now: i64,
+) -> Result<(), StoreError> {
+    transaction
+        .prepare_cached(
+            "INSERT INTO archive_content(record_id, corp_id, seq, action, msgtype, msgtime, content, content_status,
+                                         attempts, updated_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+        )?
+        .execute(params![
+            id,
+            corp_id,
+            archive.seq as i64,
+            archive.action,
+            archive.msgtype,
+            archive.msgtime,
+            archive.content,
+            archive.content_status,
+            archive.attempts,
+            now
+        ])?;
+    count_content(transaction, corp_id, archive.content_status, 1)
+}
+
+fn count_content(
+    transaction: &Transaction<'_>,
+    corp_id: &str,
+    status: ContentStatus,
+    delta: i64,
+) -> Result<(), StoreError> {
+    transaction
+        .prepare_cached(
+            "INSERT INTO archive_stats(corp_id, content_status, records) VALUES (?1, ?2, ?3)
+             ON CONFLICT(corp_id, content_status) DO UPDATE SET records = records + excluded.records",
+        )?
+        .execute(params![corp_id, status, delta])?;
+    Ok(())
+}
+
 fn index_record(transaction: &Transaction<'_>, corp_id: &str, id: i64, record: &NewRecord) -> Result<(), StoreError> {
     let mut parties = parties_of(&record.receivers);
     parties.push((record.sender_type, record.sender_id.clone()));
@@ -914,9 +1126,24 @@ fn stored_record(row: &rusqlite::Row<'_>) -> rusqlite::Result<StoredRecord> {
             decrypt_status: row.get(12)?,
             call_duration: row.get(13)?,
             raw: row.get(14)?,
+            archive: archive_fields(row, 16)?,
         },
         stored_at: row.get(15)?,
     })
+}
+
+/// The archive columns from `first` on, when the record has them.
+fn archive_fields(row: &rusqlite::Row<'_>, first: usize) -> rusqlite::Result<Option<ArchiveFields>> {
+    let Some(seq) = row.get::<_, Option<i64>>(first)? else { return Ok(None) };
+    Ok(Some(ArchiveFields {
+        seq: seq as u64,
+        action: row.get(first + 1)?,
+        msgtype: row.get(first + 2)?,
+        msgtime: row.get(first + 3)?,
+        content: row.get(first + 4)?,
+        content_status: row.get(first + 5)?,
+        attempts: row.get(first + 6)?,
+    }))
 }
 
 #[cfg(test)]

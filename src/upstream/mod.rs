@@ -138,7 +138,7 @@ impl UpstreamClient {
             .map_err(|error| UpstreamError::Client(error.to_string()))?;
         let backoff = Backoff { base: upstream.retry_base, max: upstream.retry_max };
         let secrets: HashMap<CorpId, crate::config::Secret> =
-            config.corps.iter().map(|corp| (corp.corp_id.clone(), corp.secret.clone())).collect();
+            config.corps.iter().filter_map(|corp| Some((corp.corp_id.clone(), corp.secret.clone()?))).collect();
         let tokens = Arc::new(TokenCache::new(secrets, upstream.token_refresh_margin));
         Ok(UpstreamClient {
             http,
