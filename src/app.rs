@@ -6,7 +6,7 @@
 //! until the shutdown signal, then stops the workers (a page being committed either commits whole
 //! or not at all).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,10 +17,11 @@ use tokio::task::JoinHandle;
 
 use crate::abilities::{Abilities, JobRunner};
 use crate::background::{self, Backoff, Pace, Round, ShutdownSender, Worker};
-use crate::config::Config;
+use crate::config::{Archive, Config};
 use crate::crypto::CryptoError;
 use crate::domain::{BoxFuture, Clock, CorpId};
-use crate::ingest::{Ingestor, PullListener, PullScheduler};
+use crate::finance::{Supervisor, WorkerCorp, WorkerSettings};
+use crate::ingest::{ArchiveSource, Ingestor, PullListener, PullScheduler};
 use crate::mailbox::{Mailbox, MailboxPolicy};
 use crate::metrics::Metrics;
 use crate::service::ZoneService;
@@ -42,6 +43,8 @@ pub enum StartError {
     Key { corp_id: CorpId, version: u32, message: String },
     #[error("{0}")]
     Upstream(#[from] UpstreamError),
+    #[error("finance SDK: {0}")]
+    Finance(String),
     #[error("cannot start the RSA pool: {0}")]
     Pool(String),
 }
@@ -67,10 +70,8 @@ pub fn build_ingestor(
     let store = Arc::new(SqliteStore::open(&config.storage.path)?);
     let mut rings = HashMap::new();
     for corp in &config.corps {
-        let ring = corp.key_ring(corp.rsa_padding(config.ingest.rsa_padding)).map_err(|(version, error)| StartError::Key {
-            corp_id: corp.corp_id.clone(),
-            version,
-            message: error.to_string(),
+        let ring = corp.key_ring(corp.rsa_padding(config.ingest.rsa_padding)).map_err(|(version, error)| {
+            StartError::Key { corp_id: corp.corp_id.clone(), version, message: error.to_string() }
         })?;
         rings.insert(corp.corp_id.clone(), Arc::new(ring));
     }
@@ -79,15 +80,56 @@ pub fn build_ingestor(
         .thread_name(|index| format!("rsa-{index}"))
         .build()
         .map_err(|error| StartError::Pool(error.to_string()))?;
-    let ingestor = Arc::new(Ingestor::new(
+    let ingestor = Ingestor::new(
         Arc::clone(&store) as _,
         upstream,
         rings,
         Arc::new(pool),
         config.ingest.page_limit,
-        metrics,
-    ));
-    Ok((store, ingestor))
+        Arc::clone(&metrics),
+    );
+    let ingestor = match archive_source(config, metrics)? {
+        Some(source) => ingestor.with_archive(Arc::new(source)),
+        None => ingestor,
+    };
+    Ok((store, Arc::new(ingestor)))
+}
+
+/// The finance SDK worker's supervisor and the corps it pulls for, when any corp is on the
+/// classic archive.
+fn archive_source(config: &Config, metrics: Arc<Metrics>) -> Result<Option<ArchiveSource>, StartError> {
+    let corps: Vec<WorkerCorp> = config
+        .corps
+        .iter()
+        .filter_map(|corp| match &corp.archive {
+            Archive::FinanceSdk { secret } => {
+                Some(WorkerCorp { corp_id: corp.corp_id.to_string(), secret: secret.value.clone() })
+            }
+            Archive::Zone => None,
+        })
+        .collect();
+    if corps.is_empty() {
+        return Ok(None);
+    }
+    let finance = &config.finance_sdk;
+    let library =
+        finance.library.clone().ok_or_else(|| StartError::Finance("finance_sdk.library is not set".into()))?;
+    let program = match &finance.worker {
+        Some(program) => program.clone(),
+        None => std::env::current_exe().map_err(|error| StartError::Finance(error.to_string()))?,
+    };
+    let settings = WorkerSettings {
+        program,
+        library,
+        call_deadline: finance.call_deadline,
+        respawn: Backoff { base: Duration::from_millis(100), max: Duration::from_secs(10) },
+        proxy: finance.proxy.clone(),
+        proxy_password: finance.proxy_password.value.clone(),
+        timeout_s: finance.timeout_s,
+    };
+    let ids: HashSet<CorpId> = corps.iter().map(|corp| CorpId::from(corp.corp_id.as_str())).collect();
+    let supervisor = Arc::new(Supervisor::new(settings, corps, metrics));
+    Ok(Some(ArchiveSource::new(supervisor, ids, finance.page_limit)))
 }
 
 /// Builds everything and starts the background workers (pulls, notifications, async jobs,

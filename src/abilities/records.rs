@@ -10,7 +10,8 @@ use serde_json::{Map, Value, json};
 
 use super::{AbilityError, age_of, parse_input};
 use crate::domain::AbilityCall;
-use crate::store::{MessageFilter, RecordStore, StoredRecord, blocking};
+use crate::finance::content::msgtype_code;
+use crate::store::{ArchiveFields, MessageFilter, NewRecord, RecordStore, StoredRecord, blocking};
 
 const DEFAULT_LIMIT: u32 = 100;
 const MAX_LIMIT: u32 = 1000;
@@ -23,19 +24,35 @@ struct ListMessagesInput {
     chatid: Option<String>,
     userid: Option<String>,
     external_userid: Option<String>,
-    msgtype: Option<i64>,
+    msgtype: Option<MsgType>,
     begin_time: Option<i64>,
     end_time: Option<i64>,
     cursor: Option<String>,
     limit: Option<u32>,
 }
 
+/// The zone's integer msgtype, or the classic archive's string.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum MsgType {
+    Code(i64),
+    Name(String),
+}
+
 pub async fn list_messages(store: Arc<dyn RecordStore>, call: &AbilityCall) -> Result<Value, AbilityError> {
     let input: ListMessagesInput = parse_input(&call.request_data)?;
     let limit = checked_limit(input.limit)?;
-    if let Some(msgtype) = input.msgtype.filter(|msgtype| !(0..=1000).contains(msgtype)) {
-        return Err(AbilityError::invalid(format!("invalid field `msgtype`: {msgtype} is not a message type")));
-    }
+    let msgtype = match input.msgtype {
+        None => None,
+        Some(MsgType::Code(code)) if (0..=1000).contains(&code) => Some(code),
+        Some(MsgType::Name(name)) if msgtype_code(&name) > 0 => Some(msgtype_code(&name)),
+        Some(MsgType::Code(code)) => {
+            return Err(AbilityError::invalid(format!("invalid field `msgtype`: {code} is not a message type")));
+        }
+        Some(MsgType::Name(_)) => {
+            return Err(AbilityError::invalid("invalid field `msgtype`: not a message type this service knows"));
+        }
+    };
     if let (Some(begin), Some(end)) = (input.begin_time, input.end_time) {
         if begin > end {
             return Err(AbilityError::invalid("invalid field `begin_time`: later than end_time"));
@@ -50,7 +67,7 @@ pub async fn list_messages(store: Arc<dyn RecordStore>, call: &AbilityCall) -> R
         chatid: non_empty(input.chatid),
         userid: non_empty(input.userid),
         external_userid: non_empty(input.external_userid),
-        msgtype: input.msgtype,
+        msgtype,
         begin_time: input.begin_time,
         end_time: input.end_time,
         after_id,
@@ -150,7 +167,7 @@ pub async fn ingest_status(store: Arc<dyn RecordStore>, call: &AbilityCall) -> R
     let failed_count: i64 = status.failed.iter().map(|(_, count)| count).sum();
     let failed: Vec<Value> =
         status.failed.iter().map(|(status, count)| json!({"status": status.as_str(), "count": count})).collect();
-    Ok(json!({
+    let mut answer = json!({
         "errcode": 0,
         "errmsg": "ok",
         "corpid": call.corp_id.as_str(),
@@ -166,7 +183,21 @@ pub async fn ingest_status(store: Arc<dyn RecordStore>, call: &AbilityCall) -> R
             "notifications": status.dead_letter_notifications,
             "async_results": status.dead_letter_jobs,
         },
-    }))
+    });
+    if !status.content.is_empty() || status.archive_error.is_some() {
+        let content: Map<String, Value> =
+            status.content.iter().map(|(status, count)| (status.as_string(), json!(count))).collect();
+        answer["content_by_status"] = Value::Object(content);
+        answer["archive_error"] = match status.archive_error {
+            None => Value::Null,
+            Some((code, at)) => json!({
+                "code": code,
+                "at": at,
+                "hint": crate::finance::hint(code).unwrap_or("see the SDK error codes in the README"),
+            }),
+        };
+    }
+    Ok(answer)
 }
 
 /// One message as the abilities show it.
@@ -192,7 +223,27 @@ fn message_json(stored: &StoredRecord) -> Value {
     if let Some(duration) = record.call_duration {
         message.insert("call_duration".into(), json!(duration));
     }
+    if let Some(archive) = &record.archive {
+        add_archive_fields(&mut message, record, archive);
+    }
     Value::Object(message)
+}
+
+/// The classic archive's fields (contract §6): the message as WeCom sent it, and its status.
+fn add_archive_fields(message: &mut Map<String, Value>, record: &NewRecord, archive: &ArchiveFields) {
+    let receivers: Vec<Value> = serde_json::from_str(&record.receivers).unwrap_or_default();
+    let tolist: Vec<&str> = receivers.iter().filter_map(|party| party["id"].as_str()).collect();
+    message.insert("seq".into(), json!(archive.seq));
+    message.insert("action".into(), json!(archive.action));
+    message.insert("from".into(), json!(record.sender_id));
+    message.insert("tolist".into(), json!(tolist));
+    message.insert("roomid".into(), json!(record.chatid.clone().unwrap_or_default()));
+    message.insert("msgtime".into(), json!(archive.msgtime));
+    // The string WeCom sends (the integer stays under the zone's name `msgtype` elsewhere).
+    message.insert("msgtype".into(), json!(archive.msgtype));
+    let content = archive.content.as_deref().and_then(|text| serde_json::from_str::<Value>(text).ok());
+    message.insert("content".into(), content.unwrap_or(Value::Null));
+    message.insert("content_status".into(), json!(archive.content_status.as_string()));
 }
 
 fn checked_limit(limit: Option<u32>) -> Result<u32, AbilityError> {

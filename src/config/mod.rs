@@ -442,7 +442,10 @@ fn validate_corps(corps: &[CorpConfig], padding: RsaPadding) -> Result<(), Confi
         }
         if let Archive::FinanceSdk { secret } = &corp.archive {
             if secret.expose().is_empty() || secret.expose().bytes().any(|byte| byte <= b' ') {
-                return Err(ConfigError::invalid(key("archive_secret"), "must be the 会话内容存档 Secret, without spaces"));
+                return Err(ConfigError::invalid(
+                    key("archive_secret"),
+                    "must be the 会话内容存档 Secret, without spaces",
+                ));
             }
         }
         corp.callback_crypto().map_err(|error| ConfigError::invalid(key("encoding_aes_key"), error.to_string()))?;

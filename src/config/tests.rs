@@ -112,7 +112,7 @@ fn secrets_come_from_files_and_named_variables() {
         secret_path.display().to_string()
     );
     let config = load(&text, &[("MY_TOKEN", "tok3n")]).unwrap();
-    assert_eq!(config.corps[0].secret.expose(), "from-file");
+    assert_eq!(config.corps[0].secret.as_ref().unwrap().expose(), "from-file");
     assert_eq!(config.corps[0].token.expose(), "tok3n");
     assert!(error_of(&text, &[]).contains("MY_TOKEN is not set"));
 }

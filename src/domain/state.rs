@@ -143,7 +143,9 @@ impl FromStr for ContentStatus {
             "pending" => ContentStatus::Pending,
             "crashed" => ContentStatus::Crashed,
             "invalid" => ContentStatus::Invalid,
-            _ => ContentStatus::SdkError(text.strip_prefix("sdk_error_").and_then(|code| code.parse().ok()).ok_or_else(unknown)?),
+            _ => ContentStatus::SdkError(
+                text.strip_prefix("sdk_error_").and_then(|code| code.parse().ok()).ok_or_else(unknown)?,
+            ),
         })
     }
 }
@@ -164,7 +166,13 @@ mod tests {
             assert_eq!(state.to_string().parse::<JobState>(), Ok(*state));
         }
         assert!("sent".parse::<JobState>().is_err());
-        for status in [ContentStatus::Ok, ContentStatus::Pending, ContentStatus::SdkError(10006), ContentStatus::Crashed, ContentStatus::Invalid] {
+        for status in [
+            ContentStatus::Ok,
+            ContentStatus::Pending,
+            ContentStatus::SdkError(10006),
+            ContentStatus::Crashed,
+            ContentStatus::Invalid,
+        ] {
             assert_eq!(status.as_string().parse::<ContentStatus>(), Ok(status));
         }
         assert!("sdk_error_x".parse::<ContentStatus>().is_err());

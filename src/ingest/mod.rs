@@ -6,6 +6,7 @@
 //! Commits happen strictly in page order, each with the cursor that follows its page, so stopping
 //! the pipeline anywhere (error, shutdown, SIGKILL) leaves a consistent store.
 
+mod archive;
 mod records;
 mod scheduler;
 
@@ -15,6 +16,7 @@ use std::sync::Arc;
 use serde_json::value::RawValue;
 use tokio::sync::{mpsc, oneshot};
 
+pub use archive::{ArchivePull, ArchiveSource, MAX_CONTENT_ATTEMPTS};
 pub use records::to_record;
 pub use scheduler::{PullListener, PullScheduler};
 
@@ -41,6 +43,24 @@ pub enum IngestError {
     /// later with backoff) instead of asking for the same page forever.
     #[error("sync_msg said has_more {0} times without moving the cursor")]
     CursorStuck(u32),
+    #[error("finance SDK: {0}")]
+    Finance(#[from] crate::finance::FinanceError),
+    /// GetChatData answered with this WeCom errcode.
+    #[error("GetChatData answered errcode {0}")]
+    Archive(i64),
+    #[error("the stored seq is not a number")]
+    BadSeq,
+}
+
+impl IngestError {
+    /// The SDK's or WeCom's code behind a failed classic archive pull, for `ingest_status`.
+    pub fn archive_code(&self) -> Option<i64> {
+        match self {
+            IngestError::Finance(error) => error.sdk_code().map(i64::from),
+            IngestError::Archive(code) => Some(*code),
+            _ => None,
+        }
+    }
 }
 
 /// How many answers in a row may say `has_more` without moving the cursor.
@@ -83,6 +103,8 @@ pub struct Ingestor {
     pool: Arc<rayon::ThreadPool>,
     page_limit: u32,
     metrics: Arc<Metrics>,
+    /// The classic archive's corps, pulled through the finance SDK instead of `sync_msg`.
+    archive: Option<Arc<ArchiveSource>>,
 }
 
 impl Ingestor {
@@ -94,11 +116,38 @@ impl Ingestor {
         page_limit: u32,
         metrics: Arc<Metrics>,
     ) -> Ingestor {
-        Ingestor { store, upstream, rings, pool, page_limit, metrics }
+        Ingestor { store, upstream, rings, pool, page_limit, metrics, archive: None }
+    }
+
+    /// Pulls the corps `archive` serves through the finance SDK.
+    pub fn with_archive(mut self, archive: Arc<ArchiveSource>) -> Ingestor {
+        self.archive = Some(archive);
+        self
+    }
+
+    /// The classic archive's pull for `corp_id`, when it is one of those corps.
+    fn archive_pull(&self, corp_id: &str) -> Option<Result<ArchivePull<'_>, IngestError>> {
+        let source = self.archive.as_deref().filter(|source| source.serves(corp_id))?;
+        Some(
+            self.rings
+                .get(corp_id)
+                .cloned()
+                .map(|ring| ArchivePull { source, store: &self.store, ring, pool: &self.pool, metrics: &self.metrics })
+                .ok_or_else(|| IngestError::UnknownCorp(corp_id.to_owned())),
+        )
     }
 
     /// Pulls from the stored cursor until WeCom says there is no more, committing page by page.
     pub async fn pull(&self, corp_id: &str, token: Option<String>) -> Result<PullSummary, IngestError> {
+        if let Some(archive) = self.archive_pull(corp_id) {
+            let archive = archive?;
+            let summary = archive.pull(corp_id).await?;
+            archive.retry_content(corp_id, false).await?;
+            let store = Arc::clone(&self.store);
+            let owned_corp = corp_id.to_owned();
+            blocking(move || store.record_pull(&owned_corp, unix_now())).await?;
+            return Ok(summary);
+        }
         let ring = self.rings.get(corp_id).cloned().ok_or_else(|| IngestError::UnknownCorp(corp_id.to_owned()))?;
         let store = Arc::clone(&self.store);
         let owned_corp = corp_id.to_owned();
@@ -222,6 +271,9 @@ impl Ingestor {
 
     /// Decrypts stored records whose key version had no private key before. Run at start-up.
     pub async fn recover_keys(&self, corp_id: &str) -> Result<usize, IngestError> {
+        if let Some(archive) = self.archive_pull(corp_id) {
+            return archive?.retry_content(corp_id, true).await;
+        }
         let ring = self.rings.get(corp_id).cloned().ok_or_else(|| IngestError::UnknownCorp(corp_id.to_owned()))?;
         let mut recovered = 0;
         for version in ring.versions() {

@@ -6,6 +6,7 @@
 //! It lives in the library because `demo` and `bench` use it as well as the tests. Like `http`,
 //! it knows axum: it is WeCom's HTTP surface, not ours.
 
+pub mod archive;
 mod corpus;
 mod faults;
 pub mod stub_sdk;

@@ -19,8 +19,8 @@ mod sqlite;
 pub use jobs::{Job, JobDelivery, JobStore, NewJob};
 pub use mailbox::{MailboxEntry, MailboxStore, NewMailboxEntry, StoredSince};
 pub use records::{
-    ArchiveFields, ArchiveRetry, Conversation, IngestStatus, MessageFilter, NewRecord, PageCommit, PageOutcome, PendingKey, RecordStore,
-    StoredRecord,
+    ArchiveFields, ArchiveRetry, Conversation, IngestStatus, MessageFilter, NewRecord, PageCommit, PageOutcome,
+    PendingKey, RecordStore, StoredRecord,
 };
 pub use sqlite::SqliteStore;
 

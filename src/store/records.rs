@@ -148,13 +148,15 @@ pub trait RecordStore: Send + Sync + 'static {
     ) -> Result<Vec<PendingKey>, StoreError>;
     /// Stores late-decrypted secret keys (or a new failure status) by row id, in one transaction.
     fn set_secret_keys(&self, updates: &[(i64, Result<String, DecryptStatus>)]) -> Result<(), StoreError>;
-    /// Classic records whose content is waiting to be decrypted again (`content_status`
-    /// retryable, fewer than `max_attempts` tries), after row `after_id`, oldest first.
+    /// Classic records whose content is waiting to be decrypted again (transient SDK errors, and
+    /// with `with_pending` those waiting for a key; fewer than `max_attempts` tries), after row
+    /// `after_id`, oldest first.
     fn archive_retry_candidates(
         &self,
         corp_id: &str,
         after_id: i64,
         max_attempts: u32,
+        with_pending: bool,
         limit: usize,
     ) -> Result<Vec<ArchiveRetry>, StoreError>;
     /// Stores new content outcomes (and the metadata they reveal) by row id, in one transaction;

@@ -12,9 +12,9 @@ use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, ToSqlOutput, ValueRe
 use rusqlite::{Connection, OptionalExtension, ToSql, Transaction, params};
 
 use super::{
-    ArchiveFields, ArchiveRetry, Conversation, IngestStatus, Job, JobDelivery, JobStore, MailboxEntry, MailboxStore, MessageFilter, NewJob,
-    NewMailboxEntry, NewRecord, PageCommit, PageOutcome, PendingKey, RecordStore, StoreError, StoreHealth,
-    StoredRecord, StoredSince,
+    ArchiveFields, ArchiveRetry, Conversation, IngestStatus, Job, JobDelivery, JobStore, MailboxEntry, MailboxStore,
+    MessageFilter, NewJob, NewMailboxEntry, NewRecord, PageCommit, PageOutcome, PendingKey, RecordStore, StoreError,
+    StoreHealth, StoredRecord, StoredSince,
 };
 use crate::domain::{ContentStatus, DecryptStatus, JobState, MailboxState, unix_now};
 
@@ -407,13 +407,16 @@ impl RecordStore for SqliteStore {
         corp_id: &str,
         after_id: i64,
         max_attempts: u32,
+        with_pending: bool,
         limit: usize,
     ) -> Result<Vec<ArchiveRetry>, StoreError> {
         let connection = self.lock();
-        let retryable = ["pending", "sdk_error_10001", "sdk_error_10002", "sdk_error_10003", "sdk_error_10008"];
+        let transient = ["sdk_error_10001", "sdk_error_10002", "sdk_error_10003", "sdk_error_10008"];
+        let retryable: Vec<&str> = transient.into_iter().chain(with_pending.then_some("pending")).collect();
         let sql = format!(
             "SELECT {RECORD_COLUMNS} FROM archive_content a INDEXED BY archive_not_ok CROSS JOIN records r ON r.id = a.record_id
-             WHERE a.corp_id = ?1 AND a.content_status <> 'ok' AND a.record_id > ?2 AND a.attempts < ?3
+             WHERE a.corp_id = ?1 AND a.content_status <> 'ok' AND a.record_id > ?2
+               AND (a.attempts < ?3 OR a.content_status = 'pending')
                AND a.content_status IN ({})
              ORDER BY a.record_id LIMIT ?4",
             retryable.iter().map(|status| format!("'{status}'")).collect::<Vec<_>>().join(", ")
@@ -498,7 +501,8 @@ impl RecordStore for SqliteStore {
 
     fn record(&self, corp_id: &str, msgid: &str) -> Result<Option<StoredRecord>, StoreError> {
         let connection = self.lock();
-        let sql = format!("SELECT {RECORD_COLUMNS} FROM records r {ARCHIVE_JOIN} WHERE r.corp_id = ?1 AND r.msgid = ?2");
+        let sql =
+            format!("SELECT {RECORD_COLUMNS} FROM records r {ARCHIVE_JOIN} WHERE r.corp_id = ?1 AND r.msgid = ?2");
         let mut statement = connection.prepare_cached(&sql)?;
         let record = statement.query_row([corp_id, msgid], stored_record).optional()?;
         Ok(record)

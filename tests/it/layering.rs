@@ -63,6 +63,16 @@ fn only_http_and_the_simulator_know_axum() {
 }
 
 #[test]
+fn unsafe_code_lives_only_where_the_finance_sdk_is_called() {
+    check(
+        "unsafe ",
+        &["finance/ffi.rs", "finance/worker.rs"],
+        "unsafe is for the SDK's C API and the worker's descriptors only",
+    );
+    check("libloading", &["finance/ffi.rs"], "only the FFI loads the SDK");
+}
+
+#[test]
 fn only_store_knows_sql() {
     check("rusqlite", &["store/"], "only store knows the database engine");
 }

@@ -2,6 +2,7 @@
 
 mod abilities;
 mod api;
+mod archive;
 mod cli;
 mod crash;
 mod crypto;

@@ -16,6 +16,7 @@ fn record(msgid: &str, status: DecryptStatus, version: u32) -> NewRecord {
         decrypt_status: status,
         call_duration: None,
         raw: format!(r#"{{"msgid":"{msgid}"}}"#),
+        archive: None,
     }
 }
 

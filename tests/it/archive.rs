@@ -1,0 +1,235 @@
+//! The classic archive end to end: the real service (HTTP on port 0, the puller, the RSA pool,
+//! SQLite) drives the stand-in finance SDK in supervised worker processes against the archive
+//! simulator on loopback.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use wecom_zone::client::{Answer, ZoneClient};
+use wecom_zone::domain::ContentStatus;
+use wecom_zone::simulator::archive::{ArchiveSimulator, ChatFault};
+use wecom_zone::simulator::stub_sdk;
+use wecom_zone::store::{RecordStore, SqliteStore};
+
+use crate::ingest::{RunningService, vector_keys};
+
+pub const CORP: &str = "wwarchive00000001";
+const ARCHIVE_SECRET: &str = "archiveSecretForTests0123456789abcdefghijk";
+const TOKEN: &str = "archiveToken123";
+const AES_KEY: &str = "kq0eyN1ygQdvpSfF5PH5nLZjMeI8cFSmj83LDUL4CsJ";
+
+pub struct ArchiveFixture {
+    pub simulator: ArchiveSimulator,
+    pub dir: tempfile::TempDir,
+    pub library: std::path::PathBuf,
+}
+
+impl ArchiveFixture {
+    pub async fn new(messages: usize, media_max_bytes: usize) -> ArchiveFixture {
+        let dir = tempfile::tempdir().unwrap();
+        let library = stub_sdk::install(dir.path()).unwrap();
+        let publics: Vec<(u32, String)> =
+            vector_keys().into_iter().map(|(version, _, public)| (version, public)).collect();
+        let simulator =
+            ArchiveSimulator::start(CORP, ARCHIVE_SECRET, messages, &publics, media_max_bytes, 11).await.unwrap();
+        ArchiveFixture { simulator, dir, library }
+    }
+
+    /// The service's config: one finance corp, pages of `page_limit`.
+    pub fn config(&self, page_limit: u32, call_deadline_ms: u64) -> String {
+        let keys: Vec<String> = vector_keys()
+            .into_iter()
+            .map(|(version, private, _)| format!("{{ version = {version}, pem = \"\"\"{private}\"\"\" }}"))
+            .collect();
+        format!(
+            r#"
+[server]
+listen = "127.0.0.1:0"
+[storage]
+path = {db:?}
+[upstream]
+base_url = "http://127.0.0.1:9"
+retry_base_ms = 5
+retry_max_ms = 50
+[ingest]
+poll_interval_s = 0
+[log]
+level = "warn"
+[finance_sdk]
+library = {library:?}
+proxy = "{proxy}"
+timeout_s = 1
+call_deadline_ms = {call_deadline_ms}
+page_limit = {page_limit}
+worker = {worker:?}
+[[corp]]
+corp_id = "{CORP}"
+archive = "finance_sdk"
+archive_secret = "{ARCHIVE_SECRET}"
+token = "{TOKEN}"
+encoding_aes_key = "{AES_KEY}"
+private_keys = [ {keys} ]
+"#,
+            db = self.db().display().to_string(),
+            library = self.library.display().to_string(),
+            proxy = self.simulator.proxy(),
+            worker = env!("CARGO_BIN_EXE_wecom-zone"),
+            keys = keys.join(", "),
+        )
+    }
+
+    pub fn db(&self) -> std::path::PathBuf {
+        self.dir.path().join("archive.sqlite")
+    }
+
+    pub fn client(&self, service_url: &str) -> ZoneClient {
+        ZoneClient::new(&format!("{service_url}/"), CORP, TOKEN, AES_KEY).unwrap()
+    }
+}
+
+/// Waits until `count` records are stored, or panics after 60 s.
+pub async fn wait_for_records(store: &dyn RecordStore, count: i64) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let stored = store.ingest_status(CORP).unwrap().stored;
+        if stored >= count {
+            return;
+        }
+        assert!(Instant::now() < deadline, "only {stored} of {count} records stored");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn status_of(store: &SqliteStore, msgid: &str) -> ContentStatus {
+    store.record(CORP, msgid).unwrap().unwrap().record.archive.unwrap().content_status
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_record_is_stored_once_with_its_content_and_crashers_are_parked() {
+    const MESSAGES: usize = 250;
+    let fixture = ArchiveFixture::new(MESSAGES, 0).await;
+    let records = fixture.simulator.records();
+    fixture.simulator.set_encrypt_chat_msg(10, "!SEGV".into());
+    fixture.simulator.set_encrypt_chat_msg(20, "!ABRT".into());
+    let foreign = records[29].plaintext.replace(&records[29].msgid, "someone-else");
+    fixture.simulator.set_plaintext(30, &foreign);
+    let mut damaged = records[39].encrypt_chat_msg.clone().into_bytes();
+    damaged[8] = if damaged[8] == b'A' { b'B' } else { b'A' };
+    fixture.simulator.set_encrypt_chat_msg(40, String::from_utf8(damaged).unwrap());
+    fixture.simulator.set_encrypt_chat_msg(50, "!RC:10006".into());
+    fixture.simulator.set_encrypt_chat_msg(60, "!HANG".into());
+    fixture.simulator.set_encrypt_chat_msg(70, "!RC:10001".into());
+
+    let service = RunningService::start(&fixture.config(100, 1000)).await;
+    wait_for_records(service.store.as_ref(), MESSAGES as i64).await;
+    let client = fixture.client(&service.url);
+    // The service answered throughout: health and an ability while workers died.
+    assert_eq!(reqwest::get(format!("{}/healthz", service.url)).await.unwrap().status(), 200);
+
+    let expected = |seq: u64| match seq {
+        10 | 20 | 60 => ContentStatus::Crashed,
+        30 => ContentStatus::Invalid,
+        50 => ContentStatus::SdkError(10006),
+        70 => ContentStatus::SdkError(10001),
+        _ => ContentStatus::Ok,
+    };
+    for record in &records {
+        let status = status_of(&service.store, &record.msgid);
+        if record.seq == 40 {
+            // A damaged ciphertext decrypts to damaged bytes: invalid, or (if the damage missed
+            // the structure) a message that still names the record.
+            assert!(matches!(status, ContentStatus::Invalid | ContentStatus::Ok), "seq 40: {status}");
+            continue;
+        }
+        assert_eq!(status, expected(record.seq), "seq {}", record.seq);
+        if status == ContentStatus::Ok {
+            let stored = service.store.record(CORP, &record.msgid).unwrap().unwrap();
+            let archive = stored.record.archive.unwrap();
+            assert_eq!(archive.seq, record.seq);
+            let content: Value = serde_json::from_str(archive.content.as_deref().unwrap()).unwrap();
+            assert_eq!(content, serde_json::from_str::<Value>(&record.plaintext).unwrap(), "seq {}", record.seq);
+        }
+    }
+    let status = service.store.ingest_status(CORP).unwrap();
+    assert_eq!(status.stored, MESSAGES as i64, "each record once");
+    assert_eq!(status.cursor.as_deref(), Some("250"), "the seq after the last page");
+    let versions: std::collections::BTreeSet<u32> = records.iter().map(|record| record.publickey_ver).collect();
+    assert_eq!(versions.len(), 2, "the corpus spans both key versions");
+
+    // The contract's fields, through the ability.
+    let text = records.iter().find(|record| record.seq == 1).unwrap();
+    let Answer::Sealed(answer) =
+        client.call_ability("get_message", &json!({"msgid": text.msgid}), "", None).await.unwrap()
+    else {
+        panic!("get_message was refused")
+    };
+    let message = &answer["message"];
+    let original: Value = serde_json::from_str(&text.plaintext).unwrap();
+    assert_eq!(message["seq"], 1);
+    assert_eq!(message["content"], original);
+    assert_eq!(message["content_status"], "ok");
+    assert_eq!(message["msgtype"], original["msgtype"]);
+    assert_eq!(message["from"], original["from"]);
+    assert_eq!(message["msgtime"], original["msgtime"]);
+    assert_eq!(message["secret_key"], text.encrypt_key.as_str(), "secret_key is the RSA-decrypted encrypt_random_key");
+    let Answer::Sealed(answer) = client.call_ability("ingest_status", &json!({}), "", None).await.unwrap() else {
+        panic!("ingest_status was refused")
+    };
+    assert_eq!(answer["content_by_status"]["crashed"], 3, "{answer}");
+    assert_eq!(answer["archive_error"], Value::Null);
+    service.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crashing_or_refusing_get_chat_data_loses_nothing_and_says_what_to_fix() {
+    const MESSAGES: usize = 120;
+    let fixture = ArchiveFixture::new(MESSAGES, 0).await;
+    fixture.simulator.script_chat(vec![ChatFault::Segv, ChatFault::Abort, ChatFault::Hang, ChatFault::Rc(10009)]);
+    let service = RunningService::start(&fixture.config(50, 1000)).await;
+    // The first pull fails twice (SIGSEGV, then SIGABRT in the fresh worker): backoff, and the
+    // next pull meets a hang and then 10009, which ingest_status explains.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let status = service.store.ingest_status(CORP).unwrap();
+        if status.archive_error.is_some_and(|(code, _)| code == 10009) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "10009 never surfaced: {status:?}");
+        assert_eq!(reqwest::get(format!("{}/healthz", service.url)).await.unwrap().status(), 200);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let client = fixture.client(&service.url);
+    let Answer::Sealed(answer) = client.call_ability("ingest_status", &json!({}), "", None).await.unwrap() else {
+        panic!("ingest_status was refused")
+    };
+    assert_eq!(answer["archive_error"]["code"], 10009);
+    assert!(answer["archive_error"]["hint"].as_str().unwrap().contains("可信IP"), "{answer}");
+    // msgaudit_notify starts the next pull, which now succeeds: everything, once.
+    let event = wecom_zone::client::classic_event(CORP, "msgaudit_notify");
+    let Answer::Text(reply) = client.send(&event, wecom_zone::crypto::EnvelopeFormat::Xml).await.unwrap() else {
+        panic!("msgaudit_notify was refused")
+    };
+    assert_eq!(reply, "success");
+    wait_for_records(service.store.as_ref(), MESSAGES as i64).await;
+    let status = service.store.ingest_status(CORP).unwrap();
+    assert_eq!(status.stored, MESSAGES as i64);
+    assert_eq!(status.archive_error, None, "cleared by the pull that succeeded");
+    service.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_example_config_keys_for_the_classic_archive_are_checked() {
+    let fixture = ArchiveFixture::new(1, 0).await;
+    let config = fixture.config(10, 1000);
+    let missing = config.replace(
+        &format!("library = {:?}", fixture.library.display().to_string()),
+        "library = \"/nowhere/libWeWorkFinanceSdk_C.so\"",
+    );
+    let error = wecom_zone::config::Config::from_toml_str(&missing, Vec::new(), None).unwrap_err().to_string();
+    assert!(error.starts_with("finance_sdk.library"), "{error}");
+    let no_secret = config.replace(&format!("archive_secret = \"{ARCHIVE_SECRET}\""), "");
+    let error = wecom_zone::config::Config::from_toml_str(&no_secret, Vec::new(), None).unwrap_err().to_string();
+    assert!(error.starts_with("corp[0].archive_secret"), "{error}");
+    assert!(!Path::new("/nowhere").exists());
+}
