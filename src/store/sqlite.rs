@@ -237,6 +237,8 @@ impl SqliteStore {
     }
 
     fn from_connection(mut connection: Connection) -> Result<SqliteStore, StoreError> {
+        // First, so that even switching to WAL waits for another process opening the same file.
+        connection.busy_timeout(std::time::Duration::from_secs(5))?;
         connection.pragma_update(None, "journal_mode", "WAL")?;
         connection.pragma_update(None, "synchronous", "NORMAL")?;
         connection.pragma_update(None, "foreign_keys", "ON")?;
@@ -245,7 +247,6 @@ impl SqliteStore {
         // index page once per many commits instead of once per few.
         connection.pragma_update(None, "cache_size", -32_000)?;
         connection.pragma_update(None, "wal_autocheckpoint", 8_192)?;
-        connection.busy_timeout(std::time::Duration::from_secs(5))?;
         connection.set_prepared_statement_cache_capacity(64);
         migrate(&mut connection)?;
         Ok(SqliteStore { connection: Mutex::new(connection) })
@@ -277,19 +278,22 @@ fn private_file(path: &Path) -> std::io::Result<()> {
     }
 }
 
+/// Applies the missing migrations, each in an IMMEDIATE transaction that reads `user_version`
+/// again under the write lock: two processes opening a fresh file at once (a service and a
+/// `reindex`, or a test's reader) apply each migration once between them.
 fn migrate(connection: &mut Connection) -> Result<(), StoreError> {
-    let applied: i64 = connection.pragma_query_value(None, "user_version", |row| row.get(0))?;
     let supported = MIGRATIONS.len() as i64;
-    if applied > supported {
-        return Err(StoreError::SchemaTooNew { found: applied, supported });
-    }
-    for (index, migration) in MIGRATIONS.iter().enumerate().skip(applied as usize) {
-        let transaction = connection.transaction()?;
+    loop {
+        let transaction = connection.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let applied: i64 = transaction.pragma_query_value(None, "user_version", |row| row.get(0))?;
+        if applied > supported {
+            return Err(StoreError::SchemaTooNew { found: applied, supported });
+        }
+        let Some(migration) = MIGRATIONS.get(applied as usize) else { return Ok(()) };
         transaction.execute_batch(migration)?;
-        transaction.pragma_update(None, "user_version", index as i64 + 1)?;
+        transaction.pragma_update(None, "user_version", applied + 1)?;
         transaction.commit()?;
     }
-    Ok(())
 }
 
 impl From<rusqlite::Error> for StoreError {

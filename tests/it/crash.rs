@@ -70,3 +70,63 @@ async fn sigkill_at_random_moments_loses_and_duplicates_nothing() {
     let store = SqliteStore::open(&db).unwrap();
     assert_every_record_stored_once(&store, &simulator, &[1, 2]);
 }
+
+/// The classic archive under SIGKILL: the service (and with it, the finance worker) killed at
+/// random moments mid-pull, ten times; at the end every record is stored once with its content.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_mid_archive_pull_loses_and_duplicates_nothing() {
+    use crate::archive::{ArchiveFixture, CORP as ARCHIVE_CORP};
+    use wecom_zone::domain::ContentStatus;
+    use wecom_zone::simulator::archive::ChatFault;
+
+    const ARCHIVE_MESSAGES: usize = 3_000;
+    const ARCHIVE_KILLS: usize = 10;
+    let fixture = ArchiveFixture::new(ARCHIVE_MESSAGES, 0).await;
+    // Every GetChatData takes 15 ms (a network between the SDK and WeCom).
+    fixture.simulator.script_chat(vec![ChatFault::SlowMs(15); 100_000]);
+    let config_path = fixture.dir.path().join("wecom-zone.toml");
+    std::fs::write(&config_path, fixture.config(40, 5000)).unwrap();
+    let db = fixture.db();
+    let stored = |db: &std::path::Path| {
+        if !db.exists() {
+            return 0;
+        }
+        SqliteStore::open(db).unwrap().ingest_status(ARCHIVE_CORP).unwrap().stored
+    };
+
+    let mut rng = SplitMix::new(0xa5c1);
+    let mut progress = Vec::new();
+    for _ in 0..ARCHIVE_KILLS {
+        let before = stored(&db);
+        let mut child = spawn_service(&config_path);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while stored(&db) == before {
+            assert!(Instant::now() < deadline, "no progress after a restart: {progress:?}");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(rng.below(150) as u64)).await;
+        child.kill().unwrap();
+        child.wait().unwrap();
+        progress.push(stored(&db));
+    }
+    assert!(*progress.last().unwrap() < ARCHIVE_MESSAGES as i64, "every kill landed mid-pull: {progress:?}");
+
+    let mut child = spawn_service(&config_path);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while stored(&db) < ARCHIVE_MESSAGES as i64 {
+        assert!(Instant::now() < deadline, "the pull did not finish after the crashes: {progress:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let store = SqliteStore::open(&db).unwrap();
+    let status = store.ingest_status(ARCHIVE_CORP).unwrap();
+    assert_eq!(status.stored, ARCHIVE_MESSAGES as i64, "nothing doubled");
+    assert_eq!(status.cursor.as_deref(), Some("3000"));
+    for record in fixture.simulator.records() {
+        let stored =
+            store.record(ARCHIVE_CORP, &record.msgid).unwrap().unwrap_or_else(|| panic!("seq {} lost", record.seq));
+        let archive = stored.record.archive.unwrap();
+        assert_eq!((archive.seq, archive.content_status), (record.seq, ContentStatus::Ok), "seq {}", record.seq);
+    }
+}
