@@ -12,7 +12,6 @@ use std::sync::Arc;
 use serde::Deserialize;
 use serde_json::json;
 use serde_json::value::RawValue;
-use sha1::{Digest, Sha1};
 use tokio::sync::{mpsc, oneshot};
 
 use super::{IngestError, PullSummary};
@@ -352,29 +351,12 @@ fn archive_record(keyed: Keyed, decrypted: Option<Decrypted>) -> NewRecord {
     };
     let attempts = keyed.attempts + u32::from(keyed.key.is_ok());
     let mut record = NewRecord {
-        msgid: MsgId::from(item.msgid),
-        sender_type: 0,
-        sender_id: String::new(),
-        receivers: "[]".to_owned(),
-        chatid: None,
-        conversation: String::new(),
-        send_time: 0,
-        msgtype: 0,
         public_key_ver: Some(item.publickey_ver),
         encrypted_secret_key: Some(item.encrypt_random_key),
         secret_key,
         decrypt_status,
-        call_duration: None,
-        raw: keyed.raw,
-        archive: Some(ArchiveFields {
-            seq: item.seq,
-            action: String::new(),
-            msgtype: String::new(),
-            msgtime: 0,
-            content: None,
-            content_status: status,
-            attempts,
-        }),
+        archive: Some(ArchiveFields { content_status: status, attempts, ..ArchiveFields::unknown(item.seq) }),
+        ..NewRecord::bare(MsgId::from(item.msgid), keyed.raw)
     };
     if let Some(message) = message {
         fill_from_content(&mut record, message);
@@ -412,34 +394,6 @@ fn fill_from_content(record: &mut NewRecord, message: ArchiveMessage) {
 
 /// An item without a seq or msgid: kept raw under a synthetic msgid (never lost, never doubled).
 fn malformed(raw: String) -> NewRecord {
-    let digest: [u8; 20] = Sha1::digest(raw.as_bytes()).into();
-    let msgid = digest.iter().fold(String::from("malformed:"), |mut out, byte| {
-        out.push_str(&format!("{byte:02x}"));
-        out
-    });
-    NewRecord {
-        msgid: MsgId::from(msgid),
-        sender_type: 0,
-        sender_id: String::new(),
-        receivers: "[]".to_owned(),
-        chatid: None,
-        conversation: String::new(),
-        send_time: 0,
-        msgtype: 0,
-        public_key_ver: None,
-        encrypted_secret_key: None,
-        secret_key: None,
-        decrypt_status: DecryptStatus::Malformed,
-        call_duration: None,
-        raw,
-        archive: Some(ArchiveFields {
-            seq: 0,
-            action: String::new(),
-            msgtype: String::new(),
-            msgtime: 0,
-            content: None,
-            content_status: ContentStatus::Invalid,
-            attempts: 0,
-        }),
-    }
+    let archive = ArchiveFields { content_status: ContentStatus::Invalid, ..ArchiveFields::unknown(0) };
+    NewRecord { archive: Some(archive), ..super::records::malformed(&raw) }
 }

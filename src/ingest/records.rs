@@ -65,27 +65,11 @@ pub fn to_record(raw: &RawValue, ring: &KeyRing) -> (NewRecord, Option<SecretKey
 
 /// An item that is not a message object at all: kept raw under a synthetic msgid, so it is never
 /// lost and never stored twice.
-fn malformed(raw: &str) -> NewRecord {
+pub(super) fn malformed(raw: &str) -> NewRecord {
     let digest: [u8; 20] = Sha1::digest(raw.as_bytes()).into();
     let msgid = digest.iter().fold(String::from("malformed:"), |mut out, byte| {
         out.push_str(&format!("{byte:02x}"));
         out
     });
-    NewRecord {
-        msgid: MsgId::from(msgid),
-        sender_type: 0,
-        sender_id: String::new(),
-        receivers: "[]".to_owned(),
-        chatid: None,
-        conversation: String::new(),
-        send_time: 0,
-        msgtype: 0,
-        public_key_ver: None,
-        encrypted_secret_key: None,
-        secret_key: None,
-        decrypt_status: DecryptStatus::Malformed,
-        call_duration: None,
-        raw: raw.to_owned(),
-        archive: None,
-    }
+    NewRecord { decrypt_status: DecryptStatus::Malformed, ..NewRecord::bare(MsgId::from(msgid), raw.to_owned()) }
 }

@@ -159,6 +159,11 @@ impl ArchiveSimulator {
         lock(&self.state).chat_faults.extend(faults);
     }
 
+    /// Drops the scripted GetChatData faults not yet used.
+    pub fn clear_chat_faults(&self) {
+        lock(&self.state).chat_faults.clear();
+    }
+
     pub fn chat_calls(&self) -> usize {
         lock(&self.state).chat_calls
     }

@@ -28,6 +28,30 @@ pub struct NewRecord {
     pub archive: Option<ArchiveFields>,
 }
 
+impl NewRecord {
+    /// A record of `msgid` with nothing known yet but its raw item: no parties, chat, time, type
+    /// or key.
+    pub fn bare(msgid: MsgId, raw: String) -> NewRecord {
+        NewRecord {
+            msgid,
+            sender_type: 0,
+            sender_id: String::new(),
+            receivers: "[]".to_owned(),
+            chatid: None,
+            conversation: String::new(),
+            send_time: 0,
+            msgtype: 0,
+            public_key_ver: None,
+            encrypted_secret_key: None,
+            secret_key: None,
+            decrypt_status: DecryptStatus::Missing,
+            call_duration: None,
+            raw,
+            archive: None,
+        }
+    }
+}
+
 /// What a classic archive record has beyond the zone's fields. Until the content is decrypted
 /// the record's sender, receivers, chat and time are unknown (they are inside the ciphertext)
 /// and stored empty; they are filled in when it is.
@@ -44,6 +68,21 @@ pub struct ArchiveFields {
     pub content_status: ContentStatus,
     /// DecryptData attempts so far.
     pub attempts: u32,
+}
+
+impl ArchiveFields {
+    /// A record at `seq` whose content is not known (yet).
+    pub fn unknown(seq: u64) -> ArchiveFields {
+        ArchiveFields {
+            seq,
+            action: String::new(),
+            msgtype: String::new(),
+            msgtime: 0,
+            content: None,
+            content_status: ContentStatus::Pending,
+            attempts: 0,
+        }
+    }
 }
 
 /// A classic record whose content may be decrypted on a later try.

@@ -188,7 +188,7 @@ async fn a_crashing_or_refusing_get_chat_data_loses_nothing_and_says_what_to_fix
     fixture.simulator.script_chat(vec![ChatFault::Segv, ChatFault::Abort, ChatFault::Hang, ChatFault::Rc(10009)]);
     let service = RunningService::start(&fixture.config(50, 1000)).await;
     // The first pull fails twice (SIGSEGV, then SIGABRT in the fresh worker): backoff, and the
-    // next pull meets a hang and then 10009, which ingest_status explains.
+    // next pull meets a hang and then 10009 (until the IP is trusted), which ingest_status explains.
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let status = service.store.ingest_status(CORP).unwrap();
@@ -205,7 +205,8 @@ async fn a_crashing_or_refusing_get_chat_data_loses_nothing_and_says_what_to_fix
     };
     assert_eq!(answer["archive_error"]["code"], 10009);
     assert!(answer["archive_error"]["hint"].as_str().unwrap().contains("可信IP"), "{answer}");
-    // msgaudit_notify starts the next pull, which now succeeds: everything, once.
+    // The IP is trusted now; msgaudit_notify starts the next pull, which succeeds: everything, once.
+    fixture.simulator.clear_chat_faults();
     let event = wecom_zone::client::classic_event(CORP, "msgaudit_notify");
     let Answer::Text(reply) = client.send(&event, wecom_zone::crypto::EnvelopeFormat::Xml).await.unwrap() else {
         panic!("msgaudit_notify was refused")
