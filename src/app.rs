@@ -23,6 +23,7 @@ use crate::domain::{BoxFuture, Clock, CorpId};
 use crate::finance::{Supervisor, WorkerCorp, WorkerSettings};
 use crate::ingest::{ArchiveSource, Ingestor, PullListener, PullScheduler};
 use crate::mailbox::{Mailbox, MailboxPolicy};
+use crate::media::{MediaFetcher, MediaFiles};
 use crate::metrics::Metrics;
 use crate::service::ZoneService;
 use crate::store::{SqliteStore, StoreError, StoreHealth, blocking};
@@ -98,6 +99,15 @@ pub fn build_ingestor(
 /// The finance SDK worker's supervisor and the corps it pulls for, when any corp is on the
 /// classic archive.
 fn archive_source(config: &Config, metrics: Arc<Metrics>) -> Result<Option<ArchiveSource>, StartError> {
+    let Some((settings, corps)) = finance_workers(config)? else { return Ok(None) };
+    let ids: HashSet<CorpId> = corps.iter().map(|corp| CorpId::from(corp.corp_id.as_str())).collect();
+    let supervisor = Arc::new(Supervisor::new(settings, corps, metrics));
+    Ok(Some(ArchiveSource::new(supervisor, ids, config.finance_sdk.page_limit)))
+}
+
+/// How to run finance workers and which corps they `Init`; `None` when no corp is on the
+/// classic archive.
+fn finance_workers(config: &Config) -> Result<Option<(WorkerSettings, Vec<WorkerCorp>)>, StartError> {
     let corps: Vec<WorkerCorp> = config
         .corps
         .iter()
@@ -127,9 +137,27 @@ fn archive_source(config: &Config, metrics: Arc<Metrics>) -> Result<Option<Archi
         proxy_password: finance.proxy_password.value.clone(),
         timeout_s: finance.timeout_s,
     };
-    let ids: HashSet<CorpId> = corps.iter().map(|corp| CorpId::from(corp.corp_id.as_str())).collect();
+    Ok(Some((settings, corps)))
+}
+
+/// The media download worker (with a finance worker of its own, so downloads never wait on, or
+/// delay, the message pull), when any corp is on the classic archive.
+fn media_fetcher(
+    config: &Config,
+    store: &Arc<SqliteStore>,
+    clock: &Clock,
+    metrics: Arc<Metrics>,
+) -> Result<Option<Arc<MediaFetcher>>, StartError> {
+    let Some((settings, corps)) = finance_workers(config)? else { return Ok(None) };
     let supervisor = Arc::new(Supervisor::new(settings, corps, metrics));
-    Ok(Some(ArchiveSource::new(supervisor, ids, finance.page_limit)))
+    Ok(Some(Arc::new(MediaFetcher::new(
+        Arc::clone(store) as _,
+        supervisor,
+        MediaFiles::new(&config.media.path),
+        config.media.max_file_bytes,
+        config.background.entry_retry(),
+        clock.clone(),
+    ))))
 }
 
 /// Builds everything and starts the background workers (pulls, notifications, async jobs,
@@ -150,12 +178,17 @@ pub fn start_with_clock(config: Config, clock: Clock) -> Result<Service, StartEr
     };
     let mailbox =
         Arc::new(Mailbox::new(Arc::clone(&store) as _, upstream.clone(), policy, clock.clone(), Arc::clone(&metrics)));
-    let abilities = Arc::new(Abilities::new(
+    let media = media_fetcher(&config, &store, &clock, Arc::clone(&metrics))?;
+    let abilities = Abilities::new(
         Arc::clone(&store) as _,
         upstream.clone(),
         Arc::clone(&mailbox),
         config.abilities.invoke_apis.clone(),
-    ));
+    );
+    let abilities = Arc::new(match &media {
+        Some(_) => abilities.with_media(Arc::clone(&store) as _, MediaFiles::new(&config.media.path)),
+        None => abilities,
+    });
     let jobs = Arc::new(JobRunner::new(
         Arc::clone(&store) as _,
         Arc::clone(&abilities),
@@ -173,6 +206,11 @@ pub fn start_with_clock(config: Config, clock: Clock) -> Result<Service, StartEr
         PullScheduler::start(Arc::clone(&ingestor), &corps, pull_pace, listener, Arc::clone(&metrics), &shutdown);
     let notifier_pace = Pace { idle: Some(mailbox.idle_interval()), backoff };
     tasks.push(background::spawn(Arc::clone(&mailbox) as _, mailbox.wake(), notifier_pace, shutdown.clone()));
+    if let Some(media) = media {
+        let media_pace = Pace { idle: Some(config.background.idle_poll), backoff };
+        let wake = ingestor.media_wake().unwrap_or_default();
+        tasks.push(background::spawn(media as _, wake, media_pace, shutdown.clone()));
+    }
     let jobs_pace = Pace { idle: Some(config.background.idle_poll), backoff };
     tasks.push(background::spawn(Arc::clone(&jobs) as _, jobs.wake(), jobs_pace, shutdown.clone()));
     let readiness = Arc::new(Readiness::new(true));

@@ -35,6 +35,8 @@ pub mod inbound;
 pub mod ingest;
 /// The notify_id mailbox.
 pub mod mailbox;
+/// Classic media downloads (resumable, md5-verified, one file per md5).
+pub mod media;
 /// Prometheus metrics.
 pub mod metrics;
 /// Durable storage behind the `Store` trait; the only module that knows SQL.

@@ -6,6 +6,7 @@
 //! `{"errcode": N, "errmsg": ".."}`, never a transport error.
 
 mod jobs;
+mod media;
 mod records;
 
 use std::sync::Arc;
@@ -18,13 +19,16 @@ pub use jobs::JobRunner;
 
 use crate::domain::{Ability, AbilityCall, UNKNOWN_ABILITY, unix_now};
 use crate::mailbox::{Fetched, INVALID_NOTIFY_ID, Mailbox};
-use crate::store::{RecordStore, StoreError};
+use crate::media::MediaFiles;
+use crate::store::{MediaStore, RecordStore, StoreError};
 use crate::upstream::{UpstreamClient, UpstreamError};
 
 /// WeCom's "invalid parameter", used for every input that does not validate.
 pub const INVALID_PARAMETER: i64 = 40058;
 /// WeCom's "system busy, retry".
 const BUSY: i64 = -1;
+/// WeCom's "bad msgid".
+const UNKNOWN_MSGID: i64 = 710601;
 
 /// A failed call, answered as `{"errcode", "errmsg"}`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -67,6 +71,8 @@ pub struct Abilities {
     upstream: UpstreamClient,
     mailbox: Arc<Mailbox>,
     invoke_apis: Vec<String>,
+    /// The classic archive's media, when any corp uses it.
+    media: Option<(Arc<dyn MediaStore>, MediaFiles)>,
 }
 
 impl Abilities {
@@ -76,7 +82,13 @@ impl Abilities {
         mailbox: Arc<Mailbox>,
         invoke_apis: Vec<String>,
     ) -> Self {
-        Abilities { store, upstream, mailbox, invoke_apis }
+        Abilities { store, upstream, mailbox, invoke_apis, media: None }
+    }
+
+    /// Serves `get_media` from `store` and `files`.
+    pub fn with_media(mut self, store: Arc<dyn MediaStore>, files: MediaFiles) -> Self {
+        self.media = Some((store, files));
+        self
     }
 
     /// Runs `call` and returns its output JSON (or `{errcode, errmsg}`).
@@ -94,6 +106,10 @@ impl Abilities {
             Ability::GetMessage => records::get_message(self.store(), call).await,
             Ability::ListConversations => records::list_conversations(self.store(), call).await,
             Ability::IngestStatus => records::ingest_status(self.store(), call).await,
+            Ability::GetMedia => match &self.media {
+                Some((store, files)) => media::get_media(Arc::clone(store), files, call).await,
+                None => Err(AbilityError { errcode: UNKNOWN_MSGID, errmsg: "no corp here keeps media".into() }),
+            },
             Ability::Invoke(api) if self.invoke_apis.iter().any(|allowed| allowed == api) => {
                 self.invoke(call, api).await
             }

@@ -15,8 +15,7 @@ use crate::store::{ArchiveFields, MessageFilter, NewRecord, RecordStore, StoredR
 
 const DEFAULT_LIMIT: u32 = 100;
 const MAX_LIMIT: u32 = 1000;
-/// WeCom's "bad msgid".
-const UNKNOWN_MSGID: i64 = 710601;
+use super::UNKNOWN_MSGID;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -30,6 +30,8 @@ pub enum Ability<'a> {
     GetMessage,
     ListConversations,
     IngestStatus,
+    /// A classic archive message's media file, in ranges.
+    GetMedia,
     /// `invoke_<api>`: a pass-through to WeCom's API `<api>` (allowed or not is config's call).
     Invoke(&'a str),
     Unknown(&'a str),
@@ -43,6 +45,7 @@ impl<'a> Ability<'a> {
             "get_message" => Ability::GetMessage,
             "list_conversations" => Ability::ListConversations,
             "ingest_status" => Ability::IngestStatus,
+            "get_media" => Ability::GetMedia,
             other => match other.strip_prefix("invoke_") {
                 Some(api) if !api.is_empty() => Ability::Invoke(api),
                 _ => Ability::Unknown(other),
@@ -58,6 +61,7 @@ impl<'a> Ability<'a> {
             Ability::GetMessage => "ability:get_message",
             Ability::ListConversations => "ability:list_conversations",
             Ability::IngestStatus => "ability:ingest_status",
+            Ability::GetMedia => "ability:get_media",
             Ability::Invoke(_) => "ability:invoke",
             Ability::Unknown(_) => "ability:other",
         }

@@ -20,4 +20,4 @@ pub use event::{
     ClassicEvent, ClassicEventKind, Event, EventKind, KnowledgeBaseChange, PullRequest, ZoneEvent, ZoneEventKind,
 };
 pub use ids::{CorpId, DeliveryKey, MsgId, NotifyId};
-pub use state::{ContentStatus, DecryptStatus, JobState, MailboxState, UnknownState};
+pub use state::{ContentStatus, DecryptStatus, JobState, MailboxState, MediaRef, MediaStatus, UnknownState};

@@ -94,6 +94,33 @@ text_enum!(
     }
 );
 
+text_enum!(
+    /// Where a media file of a classic archive message stands (`get_media`'s `status`).
+    MediaStatus, "media status" {
+        /// Queued or being downloaded.
+        Pending => "pending",
+        /// Downloaded, md5 verified, kept under `[media] path`.
+        Stored => "stored",
+        /// Given up on (expired at WeCom, a bad sdkfileid, or md5 mismatches and errors past the
+        /// retry limit).
+        Failed => "failed",
+        /// Larger than `media.max_file_bytes`: metadata only.
+        TooLarge => "too_large",
+    }
+);
+
+/// A media file a classic message refers to (reference §7.2): what GetMediaData needs and what
+/// WeCom says the file is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MediaRef {
+    pub sdkfileid: String,
+    /// Lower-case hex as WeCom gives it; empty when WeCom gives none (meeting_voice_call).
+    pub md5sum: String,
+    /// As WeCom gives it (`filesize`, `voice_size`, `imagesize`); 0 when not given.
+    pub size: u64,
+    pub filename: Option<String>,
+}
+
 /// Where a classic archive record's content stands (`content_status` of the contract).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ContentStatus {

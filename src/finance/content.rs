@@ -5,6 +5,8 @@
 
 use serde_json::{Map, Value};
 
+use crate::domain::MediaRef;
+
 /// A decrypted message that passed validation. `content` is the whole object as WeCom sent it
 /// (control characters escaped), every field kept; the rest are the fields the store indexes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -18,6 +20,8 @@ pub struct ArchiveMessage {
     /// WeCom's string (`text`, `image`, …); `switch` for a switch record, which has none.
     pub msgtype: String,
     pub content: String,
+    /// The media files it refers to (its own, and those inside `mixed` / `chatrecord` items).
+    pub media: Vec<MediaRef>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -47,7 +51,10 @@ pub fn validate(msgid: &str, plaintext: &[u8]) -> Result<ArchiveMessage, Invalid
     let text_of = |key: &str| object.get(key).and_then(Value::as_str).unwrap_or_default().to_owned();
     let action = text_of("action");
     let switch = action == "switch";
+    let msgtype = if switch { "switch".to_owned() } else { text_of("msgtype") };
+    let media = media_refs(&msgtype, &Value::Object(object.clone()));
     Ok(ArchiveMessage {
+        media,
         from: if switch { text_of("user") } else { text_of("from") },
         tolist: object
             .get("tolist")
@@ -56,7 +63,7 @@ pub fn validate(msgid: &str, plaintext: &[u8]) -> Result<ArchiveMessage, Invalid
             .unwrap_or_default(),
         roomid: text_of("roomid"),
         msgtime: number_of(&object, if switch { "time" } else { "msgtime" }),
-        msgtype: if switch { "switch".to_owned() } else { text_of("msgtype") },
+        msgtype,
         action,
         content,
     })
@@ -68,6 +75,42 @@ fn number_of(object: &Map<String, Value>, key: &str) -> i64 {
         Some(Value::String(text)) => text.parse().unwrap_or_default(),
         _ => 0,
     }
+}
+
+/// The types whose object names a file (reference §7.2).
+const MEDIA_TYPES: &[&str] = &["image", "voice", "video", "emotion", "file", "voip_doc_share", "meeting_voice_call"];
+
+/// The media files of a message: the object named after its type, and for `mixed` and
+/// `chatrecord` each item whose (JSON-string) content names one.
+pub fn media_refs(msgtype: &str, message: &Value) -> Vec<MediaRef> {
+    let mut found = Vec::new();
+    if MEDIA_TYPES.contains(&msgtype) {
+        found.extend(media_ref(&message[msgtype]));
+    }
+    if matches!(msgtype, "mixed" | "chatrecord") {
+        for item in message[msgtype]["item"].as_array().into_iter().flatten() {
+            let content = match &item["content"] {
+                Value::String(text) => serde_json::from_str::<Value>(text).unwrap_or(Value::Null),
+                other => other.clone(),
+            };
+            found.extend(media_ref(&content));
+        }
+    }
+    found
+}
+
+fn media_ref(object: &Value) -> Option<MediaRef> {
+    let sdkfileid = object["sdkfileid"].as_str().filter(|id| !id.is_empty())?;
+    let size = ["filesize", "voice_size", "imagesize", "fileSize"]
+        .iter()
+        .find_map(|key| object[key].as_u64().or_else(|| object[key].as_str()?.parse().ok()))
+        .unwrap_or(0);
+    Some(MediaRef {
+        sdkfileid: sdkfileid.to_owned(),
+        md5sum: object["md5sum"].as_str().unwrap_or_default().to_ascii_lowercase(),
+        size,
+        filename: object["filename"].as_str().map(str::to_owned),
+    })
 }
 
 /// Raw control characters (which some plaintexts carry and JSON forbids inside strings) become
@@ -184,6 +227,21 @@ mod tests {
         let message = validate("m", raw.as_bytes()).unwrap();
         let object: Value = serde_json::from_str(&message.content).unwrap();
         assert_eq!(object["text"]["content"], "a\u{1}b\nc");
+    }
+
+    #[test]
+    fn media_is_found_in_its_own_object_and_inside_mixed_items() {
+        let image =
+            serde_json::json!({"msgtype": "image", "image": {"md5sum": "AB12", "filesize": 10, "sdkfileid": "f1"}});
+        assert_eq!(
+            media_refs("image", &image),
+            vec![MediaRef { sdkfileid: "f1".into(), md5sum: "ab12".into(), size: 10, filename: None }]
+        );
+        let inner =
+            serde_json::json!({"md5sum": "cd", "filesize": 3, "sdkfileid": "f2", "filename": "a.pdf"}).to_string();
+        let mixed = serde_json::json!({"msgtype": "mixed", "mixed": {"item": [{"type": "text", "content": "{}"}, {"type": "file", "content": inner}]}});
+        assert_eq!(media_refs("mixed", &mixed)[0].filename.as_deref(), Some("a.pdf"));
+        assert!(media_refs("text", &serde_json::json!({"text": {"content": "x"}})).is_empty());
     }
 
     #[test]

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use serde::Deserialize;
 use serde_json::json;
 use serde_json::value::RawValue;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Notify, mpsc, oneshot};
 
 use super::{IngestError, PullSummary};
 use crate::crypto::{KeyRing, SecretKeyError};
@@ -55,11 +55,26 @@ pub struct ArchiveSource {
     supervisor: Arc<Supervisor>,
     corps: HashSet<CorpId>,
     page_limit: u32,
+    /// Told when committed content queued media files.
+    media_wake: Arc<Notify>,
 }
 
 impl ArchiveSource {
     pub fn new(supervisor: Arc<Supervisor>, corps: HashSet<CorpId>, page_limit: u32) -> ArchiveSource {
-        ArchiveSource { supervisor, corps, page_limit }
+        ArchiveSource { supervisor, corps, page_limit, media_wake: Arc::new(Notify::new()) }
+    }
+
+    /// Notified whenever stored content queued media files (the media worker waits on it).
+    pub fn media_wake(&self) -> Arc<Notify> {
+        Arc::clone(&self.media_wake)
+    }
+
+    fn queued_media<'r>(&self, records: impl IntoIterator<Item = &'r NewRecord>) {
+        let any =
+            records.into_iter().any(|record| record.archive.as_ref().is_some_and(|archive| !archive.media.is_empty()));
+        if any {
+            self.media_wake.notify_one();
+        }
     }
 
     pub fn serves(&self, corp_id: &str) -> bool {
@@ -200,6 +215,7 @@ impl ArchivePull<'_> {
             let (outcome, commit) =
                 blocking(move || store.commit_page(&commit).map(|outcome| (outcome, commit))).await?;
             self.metrics.page_committed(corp_id, outcome.inserted, outcome.duplicates);
+            self.source.queued_media(&commit.records);
             summary.pages += 1;
             summary.inserted += outcome.inserted;
             summary.duplicates += outcome.duplicates;
@@ -305,7 +321,8 @@ impl ArchivePull<'_> {
             self.count(corp_id, updates.iter().filter_map(|update| update.record.archive.as_ref()));
             let store = Arc::clone(self.store);
             let owned_corp = corp_id.to_owned();
-            blocking(move || store.set_archive_content(&owned_corp, &updates)).await?;
+            let updates = blocking(move || store.set_archive_content(&owned_corp, &updates).map(|()| updates)).await?;
+            self.source.queued_media(updates.iter().map(|update| &update.record));
             recovered += now_ok;
         }
         if recovered > 0 {
@@ -389,6 +406,7 @@ fn fill_from_content(record: &mut NewRecord, message: ArchiveMessage) {
         archive.msgtime = message.msgtime;
         archive.content = Some(message.content);
         archive.content_status = ContentStatus::Ok;
+        archive.media = message.media;
     }
 }
 

@@ -119,6 +119,11 @@ impl Ingestor {
         Ingestor { store, upstream, rings, pool, page_limit, metrics, archive: None }
     }
 
+    /// Notified when classic content queued media files; `None` without classic corps.
+    pub fn media_wake(&self) -> Option<Arc<tokio::sync::Notify>> {
+        self.archive.as_ref().map(|source| source.media_wake())
+    }
+
     /// Pulls the corps `archive` serves through the finance SDK.
     pub fn with_archive(mut self, archive: Arc<ArchiveSource>) -> Ingestor {
         self.archive = Some(archive);

@@ -99,6 +99,12 @@ struct State {
     chat_faults: VecDeque<ChatFault>,
     media: Vec<MediaBlob>,
     chat_calls: usize,
+    /// Media requests served: `(sdkfileid, offset)`.
+    media_requests: Vec<(String, usize)>,
+    /// Downloads of these files still to be served damaged (one byte flipped).
+    corrupt: Vec<(String, usize)>,
+    /// Delay before each media chunk.
+    media_delay_ms: u64,
 }
 
 pub struct ArchiveSimulator {
@@ -116,7 +122,7 @@ impl Drop for ArchiveSimulator {
 impl ArchiveSimulator {
     /// Generates `messages` records (seq 1..=messages) and starts listening on loopback. `keys`
     /// are `(version, public key PEM)`, rotated over the corpus; media blobs are up to
-    /// `media_max_bytes` long.
+    /// `media_max_bytes` long (the first exactly that long; every fifth a copy of the one before).
     pub async fn start(
         corp_id: &str,
         secret: &str,
@@ -133,6 +139,9 @@ impl ArchiveSimulator {
             chat_faults: VecDeque::new(),
             media,
             chat_calls: 0,
+            media_requests: Vec::new(),
+            corrupt: Vec::new(),
+            media_delay_ms: 0,
         }));
         let listener = TcpListener::bind("127.0.0.1:0").await.map_err(|_| KeyError::Invalid)?;
         let port = listener.local_addr().map_err(|_| KeyError::Invalid)?.port();
@@ -180,6 +189,26 @@ impl ArchiveSimulator {
         if let Some(record) = lock(&self.state).records.iter_mut().find(|record| record.seq == seq) {
             record.encrypt_chat_msg = stub_sdk::seal(&record.encrypt_key, plaintext.as_bytes());
         }
+    }
+
+    /// The next `times` downloads of `sdkfileid` arrive with one byte flipped (md5 mismatch).
+    pub fn corrupt_media(&self, sdkfileid: &str, times: usize) {
+        lock(&self.state).corrupt.push((sdkfileid.to_owned(), times));
+    }
+
+    /// Every media chunk is answered this much later.
+    pub fn set_media_delay(&self, delay: std::time::Duration) {
+        lock(&self.state).media_delay_ms = delay.as_millis() as u64;
+    }
+
+    /// The media chunks asked for so far: `(sdkfileid, offset)`.
+    pub fn media_requests(&self) -> Vec<(String, usize)> {
+        lock(&self.state).media_requests.clone()
+    }
+
+    /// The sdkfileids with their sizes.
+    pub fn media_files(&self) -> Vec<(String, usize)> {
+        lock(&self.state).media.iter().map(|(id, bytes)| (id.clone(), bytes.len())).collect()
     }
 
     /// The bytes behind a `sdkfileid`.
@@ -258,7 +287,7 @@ fn chat(state: &Mutex<State>, corp: &str, secret: &str, seq: &str, limit: &str) 
 }
 
 fn media(state: &Mutex<State>, corp: &str, secret: &str, sdkfileid: &str, indexbuf: &str) -> Answer {
-    let state = lock(state);
+    let mut state = lock(state);
     if corp != state.corp_id || secret != state.secret {
         return (10000, "-".into(), 0, String::new(), Vec::new());
     }
@@ -273,8 +302,20 @@ fn media(state: &Mutex<State>, corp: &str, secret: &str, sdkfileid: &str, indexb
         },
     };
     let end = (offset + MEDIA_CHUNK).min(bytes.len());
-    let finished = i32::from(end == bytes.len());
-    (0, "-".into(), finished, format!("off:{end}"), bytes[offset..end].to_vec())
+    let finished = end == bytes.len();
+    let mut chunk = bytes[offset..end].to_vec();
+    let delay = state.media_delay_ms;
+    state.media_requests.push((sdkfileid.to_owned(), offset));
+    if let Some((_, remaining)) = state.corrupt.iter_mut().find(|(id, remaining)| id == sdkfileid && *remaining > 0) {
+        if let Some(first) = chunk.first_mut() {
+            *first ^= 0xff;
+        }
+        if finished {
+            *remaining -= 1;
+        }
+    }
+    let fault = if delay > 0 { format!("slow{delay}") } else { "-".into() };
+    (0, fault, i32::from(finished), format!("off:{end}"), chunk)
 }
 
 /// Members, external contacts (`wm…`, `wo…`), a bot and groups, like the zone corpus.
@@ -295,7 +336,7 @@ fn generate(
     let rooms: Vec<String> = (0..4).map(|_| format!("wr{:016x}", random.next_u64())).collect();
     let start_ms: i64 = crate::domain::unix_now().saturating_sub(4 * 86_400) * 1000;
     let mut records = Vec::with_capacity(messages);
-    let mut media = Vec::new();
+    let mut media: Vec<MediaBlob> = Vec::new();
     for index in 0..messages {
         let seq = index as u64 + 1;
         let msgtype = MSGTYPES[index % MSGTYPES.len()];
@@ -319,8 +360,16 @@ fn generate(
         let msgid = format!("{:016x}{:08x}{suffix}", random.next_u64(), index);
         let msgtime = start_ms + index as i64 * 1500;
         let mut file = |random: &mut SplitMix| {
-            let size = if media_max_bytes == 0 { 0 } else { random.below(media_max_bytes + 1) };
-            let bytes: Vec<u8> = (0..size).map(|_| random.next_u64() as u8).collect();
+            // The first file is exactly `media_max_bytes` long (several chunks, for resume tests);
+            // every fifth repeats the one before under another sdkfileid (a forwarded file).
+            let bytes: Vec<u8> = match media.last() {
+                Some((_, previous)) if media.len() % 5 == 4 => previous.clone(),
+                _ => {
+                    let size = if media.is_empty() { media_max_bytes } else { random.below(media_max_bytes + 1) };
+                    (0..size).map(|_| random.next_u64() as u8).collect()
+                }
+            };
+            let size = bytes.len();
             let sdkfileid = format!("sim{seq}x{:08x}", random.next_u64() as u32);
             let md5sum: String = Md5::digest(&bytes).iter().map(|byte| format!("{byte:02x}")).collect();
             media.push((sdkfileid.clone(), bytes));

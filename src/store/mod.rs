@@ -1,8 +1,8 @@
-//! Durable state, one trait per aggregate: [`RecordStore`] (chat records, pages, cursors),
-//! [`MailboxStore`] (the notify_id mailbox) and [`JobStore`] (asynchronous calls), plus
+//! Durable state, one trait per aggregate: [`RecordStore`] (chat records, pages, cursors, and
+//! the classic archive's content beside its records), [`MailboxStore`] (the notify_id mailbox),
+//! [`JobStore`] (asynchronous calls) and [`MediaStore`] (classic media downloads), plus
 //! [`StoreHealth`] for readiness. `sqlite` is the only module that knows SQL; its one
-//! [`SqliteStore`] implements every trait. A further aggregate (message content and its search
-//! index, for the classic archive) gets a trait of its own here, beside these.
+//! [`SqliteStore`] implements every trait.
 //!
 //! The central guarantee: a page of records, its ledger row and the cursor that follows it are
 //! committed in ONE transaction ([`RecordStore::commit_page`]). A crash before the commit loses the
@@ -13,11 +13,13 @@
 
 mod jobs;
 mod mailbox;
+mod media;
 mod records;
 mod sqlite;
 
 pub use jobs::{Job, JobDelivery, JobStore, NewJob};
 pub use mailbox::{MailboxEntry, MailboxStore, NewMailboxEntry, StoredSince};
+pub use media::{MediaEntry, MediaOutcome, MediaStore};
 pub use records::{
     ArchiveFields, ArchiveRetry, Conversation, IngestStatus, MessageFilter, NewRecord, PageCommit, PageOutcome,
     PendingKey, RecordStore, StoredRecord,

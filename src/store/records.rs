@@ -1,7 +1,7 @@
 //! The records aggregate: chat records, the page ledger and the cursor per corp.
 
 use super::StoreError;
-use crate::domain::{ContentStatus, DecryptStatus, MsgId};
+use crate::domain::{ContentStatus, DecryptStatus, MediaRef, MsgId};
 
 /// One chat record as stored: every field of the `sync_msg` item, the decrypted secret key (or
 /// why there is none) and the item's raw JSON.
@@ -68,6 +68,9 @@ pub struct ArchiveFields {
     pub content_status: ContentStatus,
     /// DecryptData attempts so far.
     pub attempts: u32,
+    /// The media files the content refers to; queued for download when the content is stored
+    /// ok (read back empty: the media aggregate keeps them).
+    pub media: Vec<MediaRef>,
 }
 
 impl ArchiveFields {
@@ -81,6 +84,7 @@ impl ArchiveFields {
             content: None,
             content_status: ContentStatus::Pending,
             attempts: 0,
+            media: Vec::new(),
         }
     }
 }

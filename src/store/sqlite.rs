@@ -13,10 +13,10 @@ use rusqlite::{Connection, OptionalExtension, ToSql, Transaction, params};
 
 use super::{
     ArchiveFields, ArchiveRetry, Conversation, IngestStatus, Job, JobDelivery, JobStore, MailboxEntry, MailboxStore,
-    MessageFilter, NewJob, NewMailboxEntry, NewRecord, PageCommit, PageOutcome, PendingKey, RecordStore, StoreError,
-    StoreHealth, StoredRecord, StoredSince,
+    MediaEntry, MediaOutcome, MediaStore, MessageFilter, NewJob, NewMailboxEntry, NewRecord, PageCommit, PageOutcome,
+    PendingKey, RecordStore, StoreError, StoreHealth, StoredRecord, StoredSince,
 };
-use crate::domain::{ContentStatus, DecryptStatus, JobState, MailboxState, unix_now};
+use crate::domain::{ContentStatus, DecryptStatus, JobState, MailboxState, MediaStatus, unix_now};
 
 /// Embedded migrations, applied in order; `PRAGMA user_version` counts the applied ones.
 /// (rusqlite_migration does the same but lags rusqlite releases, so these few lines stay here.)
@@ -200,6 +200,30 @@ CREATE TABLE archive_stats (
 ALTER TABLE cursors ADD COLUMN archive_error_code INTEGER;
 ALTER TABLE cursors ADD COLUMN archive_error_at INTEGER;
 "#,
+    // Classic media: one row per file a message refers to, queued by expiry, with the SDK's
+    // resume point and the bytes written so far.
+    r#"
+CREATE TABLE media (
+    id              INTEGER PRIMARY KEY,
+    corp_id         TEXT    NOT NULL,
+    msgid           TEXT    NOT NULL,
+    item            INTEGER NOT NULL,
+    sdkfileid       TEXT    NOT NULL,
+    md5sum          TEXT    NOT NULL,
+    size            INTEGER NOT NULL,
+    filename        TEXT,
+    status          TEXT    NOT NULL,
+    expires_at      INTEGER NOT NULL,
+    outindexbuf     TEXT    NOT NULL DEFAULT '',
+    downloaded      INTEGER NOT NULL DEFAULT 0,
+    attempts        INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at INTEGER NOT NULL DEFAULT 0,
+    stored_md5      TEXT,
+    stored_size     INTEGER,
+    UNIQUE (corp_id, msgid, item)
+);
+CREATE INDEX media_due ON media(expires_at, id) WHERE status = 'pending';
+"#,
 ];
 
 /// A record's columns (`records r`) and its archive content (`LEFT JOIN archive_content a`).
@@ -210,6 +234,9 @@ const RECORD_COLUMNS: &str = "r.id, r.msgid, r.sender_type, r.sender_id, r.recei
 
 /// Joins each record to its archive content (none for a zone record).
 const ARCHIVE_JOIN: &str = "LEFT JOIN archive_content a ON a.record_id = r.id";
+
+const MEDIA_COLUMNS: &str = "id, corp_id, msgid, sdkfileid, md5sum, size, filename, status, expires_at, outindexbuf,
+    downloaded, attempts, stored_md5, stored_size";
 
 const MAILBOX_COLUMNS: &str = "id, corp_id, kind, notify_scene, payload, state, notify_id, created_at, notified_at,
     expires_at, notify_attempts, (SELECT count(*) FROM mailbox_fetches WHERE mailbox_id = mailbox.id)";
@@ -319,7 +346,7 @@ macro_rules! sql_text_state {
     )+};
 }
 
-sql_text_state!(DecryptStatus, MailboxState, JobState);
+sql_text_state!(DecryptStatus, MailboxState, JobState, MediaStatus);
 
 impl ToSql for ContentStatus {
     fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
@@ -484,6 +511,7 @@ impl RecordStore for SqliteStore {
             }
             if before != ContentStatus::Ok && archive.content_status == ContentStatus::Ok {
                 index_record(&transaction, corp_id, update.id, record)?;
+                queue_media(&transaction, corp_id, record, archive)?;
             }
         }
         transaction.commit()?;
@@ -693,6 +721,85 @@ fn parties_of(receivers: &str) -> Vec<(i64, String)> {
         .iter()
         .filter_map(|party| Some((party["type"].as_i64().unwrap_or(0), party["id"].as_str()?.to_owned())))
         .collect()
+}
+
+impl MediaStore for SqliteStore {
+    fn media_next_due(&self, now_ms: i64) -> Result<Option<MediaEntry>, StoreError> {
+        let connection = self.lock();
+        let sql = format!(
+            "SELECT {MEDIA_COLUMNS} FROM media INDEXED BY media_due
+             WHERE status = 'pending' AND next_attempt_at <= ?1 ORDER BY expires_at, id LIMIT 1"
+        );
+        Ok(connection.prepare_cached(&sql)?.query_row([now_ms], media_entry).optional()?)
+    }
+
+    fn media_next_attempt(&self) -> Result<Option<i64>, StoreError> {
+        let connection = self.lock();
+        let mut statement =
+            connection.prepare_cached("SELECT min(next_attempt_at) FROM media WHERE status = 'pending'")?;
+        Ok(statement.query_row([], |row| row.get(0))?)
+    }
+
+    fn media_progress(&self, id: i64, outindexbuf: &str, downloaded: u64) -> Result<(), StoreError> {
+        let connection = self.lock();
+        connection
+            .prepare_cached("UPDATE media SET outindexbuf = ?2, downloaded = ?3 WHERE id = ?1")?
+            .execute(params![id, outindexbuf, downloaded as i64])?;
+        Ok(())
+    }
+
+    fn media_finish(&self, id: i64, outcome: &MediaOutcome) -> Result<(), StoreError> {
+        let connection = self.lock();
+        match outcome {
+            MediaOutcome::Stored { md5, size } => connection
+                .prepare_cached(
+                    "UPDATE media SET status = ?2, stored_md5 = ?3, stored_size = ?4, outindexbuf = '', downloaded = 0
+                     WHERE id = ?1",
+                )?
+                .execute(params![id, MediaStatus::Stored, md5, *size as i64])?,
+            MediaOutcome::Failed | MediaOutcome::TooLarge => {
+                let status = if *outcome == MediaOutcome::Failed { MediaStatus::Failed } else { MediaStatus::TooLarge };
+                connection
+                    .prepare_cached("UPDATE media SET status = ?2, outindexbuf = '', downloaded = 0 WHERE id = ?1")?
+                    .execute(params![id, status])?
+            }
+            MediaOutcome::Retry { at_ms, restart: true } => connection
+                .prepare_cached(
+                    "UPDATE media SET attempts = attempts + 1, next_attempt_at = ?2, outindexbuf = '', downloaded = 0
+                     WHERE id = ?1",
+                )?
+                .execute(params![id, at_ms])?,
+            MediaOutcome::Retry { at_ms, restart: false } => connection
+                .prepare_cached("UPDATE media SET attempts = attempts + 1, next_attempt_at = ?2 WHERE id = ?1")?
+                .execute(params![id, at_ms])?,
+        };
+        Ok(())
+    }
+
+    fn media_of(&self, corp_id: &str, msgid: &str) -> Result<Option<MediaEntry>, StoreError> {
+        let connection = self.lock();
+        let sql = format!("SELECT {MEDIA_COLUMNS} FROM media WHERE corp_id = ?1 AND msgid = ?2 ORDER BY item LIMIT 1");
+        Ok(connection.prepare_cached(&sql)?.query_row(params![corp_id, msgid], media_entry).optional()?)
+    }
+}
+
+fn media_entry(row: &rusqlite::Row<'_>) -> rusqlite::Result<MediaEntry> {
+    Ok(MediaEntry {
+        id: row.get(0)?,
+        corp_id: row.get(1)?,
+        msgid: row.get(2)?,
+        sdkfileid: row.get(3)?,
+        md5sum: row.get(4)?,
+        size: row.get::<_, i64>(5)?.max(0) as u64,
+        filename: row.get(6)?,
+        status: row.get(7)?,
+        expires_at: row.get(8)?,
+        outindexbuf: row.get(9)?,
+        downloaded: row.get::<_, i64>(10)?.max(0) as u64,
+        attempts: row.get(11)?,
+        stored_md5: row.get(12)?,
+        stored_size: row.get::<_, Option<i64>>(13)?.map(|size| size.max(0) as u64),
+    })
 }
 
 impl MailboxStore for SqliteStore {
@@ -1014,6 +1121,7 @@ fn commit_page_in(transaction: &Transaction<'_>, page: &PageCommit) -> Result<Pa
                         insert_archive_content(transaction, &page.corp_id, id, archive, now)?;
                         if archive.content_status == ContentStatus::Ok {
                             index_record(transaction, &page.corp_id, id, record)?;
+                            queue_media(transaction, &page.corp_id, record, archive)?;
                         }
                     }
                     None => index_record(transaction, &page.corp_id, id, record)?,
@@ -1068,6 +1176,35 @@ fn insert_archive_content(
             now
         ])?;
     count_content(transaction, corp_id, archive.content_status, 1)
+}
+
+/// Queues a message's media files, each to expire three days after the message (WeCom keeps an
+/// sdkfileid about that long).
+fn queue_media(
+    transaction: &Transaction<'_>,
+    corp_id: &str,
+    record: &NewRecord,
+    archive: &ArchiveFields,
+) -> Result<(), StoreError> {
+    const SDKFILEID_LIFETIME_S: i64 = 3 * 86_400;
+    let mut insert = transaction.prepare_cached(
+        "INSERT OR IGNORE INTO media(corp_id, msgid, item, sdkfileid, md5sum, size, filename, status, expires_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+    )?;
+    for (item, media) in archive.media.iter().enumerate() {
+        insert.execute(params![
+            corp_id,
+            record.msgid.as_str(),
+            item as i64,
+            media.sdkfileid,
+            media.md5sum,
+            media.size as i64,
+            media.filename,
+            MediaStatus::Pending,
+            archive.msgtime.div_euclid(1000) + SDKFILEID_LIFETIME_S
+        ])?;
+    }
+    Ok(())
 }
 
 fn count_content(
@@ -1151,6 +1288,7 @@ fn archive_fields(row: &rusqlite::Row<'_>, first: usize) -> rusqlite::Result<Opt
         content: row.get(first + 4)?,
         content_status: row.get(first + 5)?,
         attempts: row.get(first + 6)?,
+        media: Vec::new(),
     }))
 }
 

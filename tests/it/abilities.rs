@@ -210,6 +210,12 @@ async fn a_notify_id_expires_when_the_service_clock_passes_its_ttl() {
     let event = wecom_zone::client::zone_event(CORP, "hit_keyword", &json!({"token": "T"}));
     client.send(&event, EnvelopeFormat::Json).await.unwrap();
     let notify_id = wait_for_notify_id(&simulator, 2, 0).await;
+    // WeCom has issued the id; the service stores it once the call returns.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while call_with(&client, "get_callback_data", "{}", &notify_id).await["errcode"] == 710646 {
+        assert!(Instant::now() < deadline, "the issued notify_id was never stored");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 
     clock.advance(99);
     let fresh = call_with(&client, "get_callback_data", "{}", &notify_id).await;

@@ -38,6 +38,10 @@ impl ArchiveFixture {
 
     /// The service's config: one finance corp, pages of `page_limit`.
     pub fn config(&self, page_limit: u32, call_deadline_ms: u64) -> String {
+        self.config_with_media_limit(page_limit, call_deadline_ms, 100 << 20)
+    }
+
+    pub fn config_with_media_limit(&self, page_limit: u32, call_deadline_ms: u64, max_file_bytes: u64) -> String {
         let keys: Vec<String> = vector_keys()
             .into_iter()
             .map(|(version, private, _)| format!("{{ version = {version}, pem = \"\"\"{private}\"\"\" }}"))
@@ -63,6 +67,9 @@ timeout_s = 1
 call_deadline_ms = {call_deadline_ms}
 page_limit = {page_limit}
 worker = {worker:?}
+[media]
+path = {media:?}
+max_file_bytes = {max_file_bytes}
 [[corp]]
 corp_id = "{CORP}"
 archive = "finance_sdk"
@@ -75,8 +82,29 @@ private_keys = [ {keys} ]
             library = self.library.display().to_string(),
             proxy = self.simulator.proxy(),
             worker = env!("CARGO_BIN_EXE_wecom-zone"),
+            media = self.media_dir().display().to_string(),
             keys = keys.join(", "),
         )
+    }
+
+    pub fn media_dir(&self) -> std::path::PathBuf {
+        self.dir.path().join("media")
+    }
+
+    /// `(msgid, sdkfileid, md5sum, size)` of every message with a media file of its own (the
+    /// file's real size: WeCom declares none for some types).
+    pub fn media_messages(&self) -> Vec<(String, String, String, u64)> {
+        self.simulator
+            .records()
+            .iter()
+            .filter_map(|record| {
+                let message: Value = serde_json::from_str(&record.plaintext).unwrap();
+                let msgtype = message["msgtype"].as_str().unwrap_or_default().to_owned();
+                let media = wecom_zone::finance::content::media_refs(&msgtype, &message).into_iter().next()?;
+                let size = self.simulator.media(&media.sdkfileid)?.len() as u64;
+                Some((record.msgid.clone(), media.sdkfileid, media.md5sum, size))
+            })
+            .collect()
     }
 
     pub fn db(&self) -> std::path::PathBuf {
@@ -233,4 +261,108 @@ async fn the_example_config_keys_for_the_classic_archive_are_checked() {
     let error = wecom_zone::config::Config::from_toml_str(&no_secret, Vec::new(), None).unwrap_err().to_string();
     assert!(error.starts_with("corp[0].archive_secret"), "{error}");
     assert!(!Path::new("/nowhere").exists());
+}
+
+/// Waits until no media entry of these messages is pending, or panics after 60 s.
+pub async fn wait_for_media(store: &SqliteStore, msgids: &[String]) {
+    use wecom_zone::domain::MediaStatus;
+    use wecom_zone::store::MediaStore;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let pending = msgids
+            .iter()
+            .filter(|msgid| {
+                store.media_of(CORP, msgid).unwrap().is_none_or(|entry| entry.status == MediaStatus::Pending)
+            })
+            .count();
+        if pending == 0 {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{pending} media files still pending");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn media_is_downloaded_verified_deduplicated_and_served_in_ranges() {
+    use base64::Engine;
+    use wecom_zone::domain::MediaStatus;
+    use wecom_zone::store::MediaStore;
+
+    const MESSAGES: usize = 140;
+    const MAX_FILE_BYTES: u64 = 1_000_000;
+    let fixture = ArchiveFixture::new(MESSAGES, 1_500_000).await;
+    let media = fixture.media_messages();
+    assert!(media.len() >= 25, "the corpus has media of every kind: {}", media.len());
+    let small: Vec<_> = media
+        .iter()
+        .filter(|(_, _, md5sum, size)| *size > 0 && *size <= MAX_FILE_BYTES && !md5sum.is_empty())
+        .collect();
+    let damaged = &small[0].1;
+    fixture.simulator.corrupt_media(damaged, 1);
+
+    let service = RunningService::start(&fixture.config_with_media_limit(100, 5000, MAX_FILE_BYTES)).await;
+    wait_for_records(service.store.as_ref(), MESSAGES as i64).await;
+    let msgids: Vec<String> = media.iter().map(|(msgid, ..)| msgid.clone()).collect();
+    wait_for_media(&service.store, &msgids).await;
+
+    let mut md5s = std::collections::BTreeSet::new();
+    for (msgid, _, md5sum, size) in &media {
+        let entry = service.store.media_of(CORP, msgid).unwrap().unwrap();
+        if *size > MAX_FILE_BYTES {
+            assert_eq!(entry.status, MediaStatus::TooLarge, "{msgid}");
+        } else {
+            assert_eq!(entry.status, MediaStatus::Stored, "{msgid}");
+            let stored = entry.stored_md5.unwrap();
+            if !md5sum.is_empty() {
+                assert_eq!(&stored, md5sum, "{msgid}");
+            }
+            md5s.insert(stored);
+        }
+    }
+    // One file per md5: forwarded copies share theirs.
+    let mut files = 0;
+    for dir in std::fs::read_dir(fixture.media_dir()).unwrap() {
+        let dir = dir.unwrap();
+        if dir.file_name() != "partial" {
+            files += std::fs::read_dir(dir.path()).unwrap().count();
+        }
+    }
+    assert_eq!(files, md5s.len());
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(fixture.media_dir()).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o700, "media is private to the service");
+    }
+    assert!(md5s.len() < small.len(), "some files were the same and stored once");
+    // The damaged download was fetched again.
+    let damaged_starts =
+        fixture.simulator.media_requests().iter().filter(|(id, offset)| id == damaged && *offset == 0).count();
+    assert_eq!(damaged_starts, 2, "an md5 mismatch is downloaded again");
+
+    // get_media in ranges gives back exactly WeCom's bytes.
+    let client = fixture.client(&service.url);
+    let (msgid, sdkfileid, md5sum, size) =
+        media.iter().find(|(.., size)| *size > 524_288 && *size <= MAX_FILE_BYTES).unwrap();
+    let mut bytes = Vec::new();
+    loop {
+        let request = json!({"msgid": msgid, "offset": bytes.len(), "length": 300_000});
+        let Answer::Sealed(answer) = client.call_ability("get_media", &request, "", None).await.unwrap() else {
+            panic!("get_media was refused")
+        };
+        assert_eq!((answer["status"].as_str(), answer["md5sum"].as_str()), (Some("stored"), Some(md5sum.as_str())));
+        assert_eq!(answer["size"], *size);
+        bytes.extend(base64::engine::general_purpose::STANDARD.decode(answer["data"].as_str().unwrap()).unwrap());
+        if answer["eof"] == true {
+            break;
+        }
+    }
+    assert_eq!(bytes, fixture.simulator.media(sdkfileid).unwrap());
+    let Answer::Sealed(answer) =
+        client.call_ability("get_media", &json!({"msgid": msgid, "length": 524_289}), "", None).await.unwrap()
+    else {
+        panic!("refused")
+    };
+    assert_ne!(answer["errcode"], 0, "a range over 512 KB is refused");
+    service.stop().await;
 }

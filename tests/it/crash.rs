@@ -130,3 +130,53 @@ async fn sigkill_mid_archive_pull_loses_and_duplicates_nothing() {
         assert_eq!((archive.seq, archive.content_status), (record.seq, ContentStatus::Ok), "seq {}", record.seq);
     }
 }
+
+/// A media download killed mid-file resumes from its last stored chunk: the file is asked for
+/// from its first byte once only, and what is kept is WeCom's file exactly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_media_download_killed_mid_file_resumes_from_its_last_chunk() {
+    use crate::archive::{ArchiveFixture, CORP as ARCHIVE_CORP};
+    use wecom_zone::domain::MediaStatus;
+    use wecom_zone::store::MediaStore;
+
+    const FILE_BYTES: usize = 3 * 1024 * 1024; // six chunks
+    let fixture = ArchiveFixture::new(2, FILE_BYTES).await; // seq 1 text, seq 2 image (the big file)
+    fixture.simulator.set_media_delay(Duration::from_millis(200));
+    let config_path = fixture.dir.path().join("wecom-zone.toml");
+    std::fs::write(&config_path, fixture.config(10, 5000)).unwrap();
+    let (msgid, sdkfileid, md5sum, size) = fixture.media_messages().remove(0);
+    assert_eq!(size as usize, FILE_BYTES);
+    let db = fixture.db();
+    let entry = || {
+        if !db.exists() {
+            return None;
+        }
+        SqliteStore::open(&db).unwrap().media_of(ARCHIVE_CORP, &msgid).unwrap()
+    };
+
+    let mut child = spawn_service(&config_path);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while entry().is_none_or(|entry| entry.downloaded < 2 * 512 * 1024) {
+        assert!(Instant::now() < deadline, "the download never made progress");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let paused = entry().unwrap();
+    assert!(paused.downloaded < FILE_BYTES as u64, "killed mid-file");
+
+    let mut child = spawn_service(&config_path);
+    while entry().is_none_or(|entry| entry.status == MediaStatus::Pending) {
+        assert!(Instant::now() < deadline, "the download did not finish after the restart");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let done = entry().unwrap();
+    assert_eq!((done.status, done.stored_md5.as_deref()), (MediaStatus::Stored, Some(md5sum.as_str())));
+    let requests = fixture.simulator.media_requests();
+    assert_eq!(requests.iter().filter(|(id, offset)| *id == sdkfileid && *offset == 0).count(), 1, "{requests:?}");
+    assert!(requests.len() <= 7, "at most one chunk asked for twice: {requests:?}");
+    let kept = std::fs::read(fixture.media_dir().join(&md5sum[..2]).join(&md5sum)).unwrap();
+    assert_eq!(kept, fixture.simulator.media(&sdkfileid).unwrap());
+}
