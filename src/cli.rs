@@ -124,9 +124,13 @@ enum BenchCommand {
         /// How many messages to ingest.
         #[arg(long, default_value_t = 50_000)]
         messages: usize,
-        /// `limit` of each sync_msg call (1..=1000).
+        /// `limit` of each sync_msg (or GetChatData) call (1..=1000).
         #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=1000))]
         page_limit: u32,
+        /// Which archive to pull: the zone's sync_msg, or the classic archive through the finance
+        /// SDK worker (the stand-in SDK), measured against `openssl speed` in the same run.
+        #[arg(long, value_enum, default_value_t = BenchArchive::Zone)]
+        archive: BenchArchive,
     },
     /// Serve the real service and a bare axum handler side by side on loopback, drive both with
     /// the same keep-alive load, and compare their request rates.
@@ -193,7 +197,9 @@ fn run(command: Command) -> Result<(), CliError> {
             call(config, corp, url, request)
         }
         Command::Keygen { out, version } => keygen(&out, version),
-        Command::Bench { bench: BenchCommand::Ingest { messages, page_limit } } => bench_ingest(messages, page_limit),
+        Command::Bench { bench: BenchCommand::Ingest { messages, page_limit, archive } } => {
+            bench_ingest(messages, page_limit, archive)
+        }
         Command::Bench { bench: BenchCommand::Abilities { records } } => bench_abilities(records),
         Command::Bench { bench: BenchCommand::FrontDoor { seconds, connections } } => {
             bench_front_door(seconds, connections as usize)
@@ -246,11 +252,24 @@ fn keygen(out: &std::path::Path, version: u32) -> Result<(), CliError> {
     Ok(())
 }
 
-fn bench_ingest(messages: usize, page_limit: u32) -> Result<(), CliError> {
+/// The archives `bench ingest` can pull.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum BenchArchive {
+    Zone,
+    #[value(name = "finance_sdk")]
+    FinanceSdk,
+}
+
+fn bench_ingest(messages: usize, page_limit: u32, archive: BenchArchive) -> Result<(), CliError> {
     telemetry::init(crate::config::LogFormat::Text, "warn");
-    runtime()?
-        .block_on(crate::bench::ingest(messages, page_limit, &mut std::io::stdout()))
-        .map_err(|error| runtime_error("bench", error))?;
+    let out = &mut std::io::stdout();
+    let run = async {
+        match archive {
+            BenchArchive::Zone => crate::bench::ingest(messages, page_limit, out).await,
+            BenchArchive::FinanceSdk => crate::bench::archive::ingest(messages, page_limit, out).await,
+        }
+    };
+    runtime()?.block_on(run).map_err(|error| runtime_error("bench", error))?;
     Ok(())
 }
 

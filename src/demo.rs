@@ -3,7 +3,10 @@
 //! A WeCom simulator and the service start on loopback with a fresh data folder; the simulator
 //! announces new messages, the service pulls, decrypts and stores them, notifies the application
 //! through `spec_notify_app`, and the demo then plays the application: it fetches the notification
-//! with `get_callback_data`, lists messages and conversations, and runs an async call.
+//! with `get_callback_data`, lists messages and conversations, and runs an async call. Then the
+//! classic archive: a second corp on `archive = "finance_sdk"`, pulled through the stand-in
+//! finance SDK in a supervised worker process, with one record that crashes the SDK, content
+//! listed and a media file fetched in ranges.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -14,14 +17,22 @@ use serde_json::{Value, json};
 use tokio::net::TcpListener;
 
 use crate::app;
-use crate::client::Answer;
+use crate::client::{Answer, ZoneClient};
 use crate::config::Config;
 use crate::crypto::EnvelopeFormat;
+use crate::domain::ContentStatus;
 use crate::keys::write_key_pair;
+use crate::simulator::archive::ArchiveSimulator;
+use crate::simulator::stub_sdk;
 use crate::simulator::{Simulator, SimulatorConfig};
 use crate::store::{RecordStore, blocking};
 
 const CORP_ID: &str = "wwdemo00000000001";
+/// The demo's corp on the classic archive.
+const CLASSIC_CORP_ID: &str = "wwdemoclassic0001";
+/// Classic records in the demo's archive; record `CLASSIC_CRASHER` crashes the SDK.
+const CLASSIC_MESSAGES: usize = 120;
+const CLASSIC_CRASHER: u64 = 5;
 /// How long each step may take before the demo gives up.
 const STEP_TIMEOUT: Duration = Duration::from_secs(600);
 
@@ -44,7 +55,21 @@ pub struct DemoReport {
     pub notify_ids_issued: usize,
     pub notify_ids_fetched: usize,
     pub async_results_delivered: usize,
+    /// Classic archive records stored, and how many of them with content.
+    pub classic_stored: i64,
+    pub classic_content_ok: i64,
+    /// Media bytes fetched with `get_media` and checked against WeCom's md5.
+    pub media_bytes_fetched: usize,
     pub data_dir: PathBuf,
+}
+
+/// The classic corp's side of the demo: its simulator, its callback credentials.
+struct Classic {
+    simulator: ArchiveSimulator,
+    secret: String,
+    token: String,
+    aes_key: String,
+    library: PathBuf,
 }
 
 pub struct DemoOptions {
@@ -60,7 +85,7 @@ pub async fn run(options: DemoOptions, out: &mut dyn Write) -> Result<DemoReport
     let data_dir = fresh_data_dir().map_err(|e| DemoError::Setup(e.to_string()))?;
     say(out, &format!("wecom-zone demo: {} synthetic messages, data folder {}", options.messages, data_dir.display()));
 
-    say(out, "1/6 generating RSA-2048 keys v1 and v2 (WeCom rotates message keys; records keep their version)");
+    say(out, "1/7 generating RSA-2048 keys v1 and v2 (WeCom rotates message keys; records keep their version)");
     let keys_dir = data_dir.join("keys");
     let mut publics = Vec::new();
     for version in [1, 2] {
@@ -68,19 +93,21 @@ pub async fn run(options: DemoOptions, out: &mut dyn Write) -> Result<DemoReport
         publics.push((version, std::fs::read_to_string(public).map_err(|e| DemoError::Setup(e.to_string()))?));
     }
 
-    say(out, "2/6 starting the WeCom simulator and encrypting every message's secret key");
+    say(out, "2/7 starting the WeCom simulator and encrypting every message's secret key");
+    let classic = classic_archive(&data_dir, &publics).await?;
     let mut sim_config = SimulatorConfig::new(CORP_ID, options.messages, publics);
     sim_config.page_delay = Duration::from_millis(5);
     let simulator = Simulator::start(sim_config).await.map_err(|e| DemoError::Setup(e.to_string()))?;
     simulator.publish(0); // the messages "arrive" with the event below
 
-    say(out, "3/6 starting the service with an embedded SQLite store");
+    say(out, "3/7 starting the service with an embedded SQLite store");
     let listener = bind(options.listen.as_deref()).await?;
     let address = listener.local_addr().map_err(|e| DemoError::Setup(e.to_string()))?;
-    let config_path = write_config(&data_dir, &simulator, &address.to_string())?;
+    let config_path = write_config(&data_dir, &simulator, &classic, &address.to_string())?;
     let config = Config::load(Some(&config_path)).map_err(|e| DemoError::Setup(e.to_string()))?;
     let service = app::start(config).map_err(|e| DemoError::Setup(e.to_string()))?;
     let store = std::sync::Arc::clone(&service.store);
+    let classic_store = std::sync::Arc::clone(&service.store);
     let ingest_status = move || {
         let store = std::sync::Arc::clone(&store);
         async move { blocking(move || store.ingest_status(CORP_ID)).await.map_err(|e| step_error("ingest", e)) }
@@ -94,7 +121,7 @@ pub async fn run(options: DemoOptions, out: &mut dyn Write) -> Result<DemoReport
     say(out, &format!("    listening on {url}"));
     let client = simulator.client_for(&url).map_err(|e| DemoError::Setup(e.to_string()))?;
 
-    say(out, "4/6 WeCom announces new messages (conversation_new_message); the service pulls, decrypts, stores");
+    say(out, "4/7 WeCom announces new messages (conversation_new_message); the service pulls, decrypts, stores");
     simulator.publish(options.messages);
     let (event, _) = simulator.new_message_event();
     match client.send(&event, EnvelopeFormat::Json).await.map_err(|e| step_error("event", e))? {
@@ -125,7 +152,7 @@ pub async fn run(options: DemoOptions, out: &mut dyn Write) -> Result<DemoReport
         ),
     );
 
-    say(out, "5/6 the service notifies the application (spec_notify_app); the application fetches it");
+    say(out, "5/7 the service notifies the application (spec_notify_app); the application fetches it");
     let notify_id = wait_for_notify_id(&simulator, 1).await?;
     say(out, &format!("    notify_id {notify_id} issued for scene 1 (conversation_new_message)"));
     let fetched =
@@ -164,7 +191,7 @@ pub async fn run(options: DemoOptions, out: &mut dyn Write) -> Result<DemoReport
         );
     }
 
-    say(out, "6/6 an asynchronous call: acknowledged at once, its result sent to program_async_job_call_back");
+    say(out, "6/7 an asynchronous call: acknowledged at once, its result sent to program_async_job_call_back");
     let job_info = "demo-job-1";
     expect_ok(client.call_ability("ingest_status", &json!({}), "", Some(job_info)).await, "async ingest_status")?;
     let delivered = wait_for_async_result(&simulator, job_info).await?;
@@ -186,6 +213,12 @@ pub async fn run(options: DemoOptions, out: &mut dyn Write) -> Result<DemoReport
         ),
     );
 
+    say(out, "7/7 the classic archive (会话内容存档): the finance SDK (a stand-in with its C ABI) in a worker process");
+    let classic_client = ZoneClient::new(&url, CLASSIC_CORP_ID, &classic.token, &classic.aes_key)
+        .map_err(|e| DemoError::Setup(e.to_string()))?;
+    let (classic_stored, classic_content_ok, media_bytes_fetched) =
+        classic_walkthrough(&classic, &classic_client, classic_store, out).await?;
+
     let notify_ids_issued = simulator.calls().iter().filter(|call| call.api == "spec_notify_app").count();
     let report = DemoReport {
         stored: status.stored,
@@ -193,6 +226,9 @@ pub async fn run(options: DemoOptions, out: &mut dyn Write) -> Result<DemoReport
         notify_ids_issued,
         notify_ids_fetched,
         async_results_delivered: 1,
+        classic_stored,
+        classic_content_ok,
+        media_bytes_fetched,
         data_dir: data_dir.clone(),
     };
     say(out, "");
@@ -202,6 +238,14 @@ pub async fn run(options: DemoOptions, out: &mut dyn Write) -> Result<DemoReport
     say(out, &format!("  notify ids issued:      {}", report.notify_ids_issued));
     say(out, &format!("  notify ids fetched:     {}", report.notify_ids_fetched));
     say(out, &format!("  async results:          {} delivered", report.async_results_delivered));
+    say(
+        out,
+        &format!(
+            "  classic records:        {} ({} with content, 1 parked after crashing the SDK)",
+            report.classic_stored, report.classic_content_ok
+        ),
+    );
+    say(out, &format!("  media fetched:          {} bytes, md5 verified", report.media_bytes_fetched));
     say(out, &format!("  time taken:             {:.1} s", started.elapsed().as_secs_f64()));
     say(out, &format!("  data folder:            {}", data_dir.display()));
 
@@ -258,7 +302,7 @@ async fn bind(listen: Option<&str>) -> Result<TcpListener, DemoError> {
     }
 }
 
-fn write_config(dir: &Path, simulator: &Simulator, listen: &str) -> Result<PathBuf, DemoError> {
+fn write_config(dir: &Path, simulator: &Simulator, classic: &Classic, listen: &str) -> Result<PathBuf, DemoError> {
     let path = dir.join("wecom-zone.toml");
     let private_keys: Vec<String> = [1, 2]
         .iter()
@@ -281,13 +325,159 @@ retry_max_ms = 1000
 page_limit = 100
 [log]
 level = "warn"
-{corp}"#,
+[finance_sdk]
+library = {library:?}
+proxy = "{proxy}"
+timeout_s = 5
+call_deadline_ms = 10000
+[media]
+path = {media:?}
+{corp}
+[[corp]]
+corp_id = "{CLASSIC_CORP_ID}"
+archive = "finance_sdk"
+archive_secret = "{archive_secret}"
+token = "{token}"
+encoding_aes_key = "{aes_key}"
+private_keys = [ {private_keys} ]
+"#,
         db = dir.join("wecom-zone.sqlite").display().to_string(),
         base_url = simulator.base_url(),
         corp = simulator.corp_toml(&private_keys),
+        library = classic.library.display().to_string(),
+        proxy = classic.simulator.proxy(),
+        media = dir.join("media").display().to_string(),
+        archive_secret = classic.secret,
+        token = classic.token,
+        aes_key = classic.aes_key,
+        private_keys = private_keys.join(", "),
     );
     std::fs::write(&path, text).map_err(|e| DemoError::Setup(e.to_string()))?;
     Ok(path)
+}
+
+/// The classic corp's archive: records of every msgtype with media, one that crashes the SDK.
+async fn classic_archive(data_dir: &Path, publics: &[(u32, String)]) -> Result<Classic, DemoError> {
+    let secret = crate::simulator::random_alphanumeric(32);
+    let simulator = ArchiveSimulator::start(CLASSIC_CORP_ID, &secret, CLASSIC_MESSAGES, publics, 700_000, 3)
+        .await
+        .map_err(|e| DemoError::Setup(e.to_string()))?;
+    simulator.set_encrypt_chat_msg(CLASSIC_CRASHER, "!SEGV".into());
+    let library = stub_sdk::install(data_dir).map_err(|e| DemoError::Setup(e.to_string()))?;
+    Ok(Classic {
+        simulator,
+        secret,
+        token: crate::simulator::random_alphanumeric(24),
+        aes_key: crate::simulator::random_alphanumeric(43),
+        library,
+    })
+}
+
+/// Waits for the classic corp's records (pulled at start-up), shows content, the parked
+/// crasher, and fetches a media file in ranges. Returns (stored, content ok, media bytes).
+async fn classic_walkthrough(
+    classic: &Classic,
+    client: &ZoneClient,
+    store: std::sync::Arc<crate::store::SqliteStore>,
+    out: &mut dyn Write,
+) -> Result<(i64, i64, usize), DemoError> {
+    let deadline = Instant::now() + STEP_TIMEOUT;
+    let status = loop {
+        let store = std::sync::Arc::clone(&store);
+        let status =
+            blocking(move || store.ingest_status(CLASSIC_CORP_ID)).await.map_err(|e| step_error("classic", e))?;
+        if status.stored >= CLASSIC_MESSAGES as i64 {
+            break status;
+        }
+        if Instant::now() > deadline {
+            return Err(step_error("classic", format!("only {} records stored", status.stored)));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let content_ok = status.content.iter().find(|(status, _)| *status == ContentStatus::Ok).map_or(0, |(_, n)| *n);
+    say(
+        out,
+        &format!(
+            "    pulled {} records by seq (GetChatData → RSA → DecryptData in the worker → validated)",
+            status.stored
+        ),
+    );
+    let listed = expect_ok(
+        client.call_ability("list_messages", &json!({"msgtype": "text", "limit": 2}), "", None).await,
+        "classic list_messages",
+    )?;
+    for message in listed["msg_list"].as_array().into_iter().flatten() {
+        say(
+            out,
+            &format!(
+                "    seq {} {} from {}: {}",
+                message["seq"],
+                message["msgtype"].as_str().unwrap_or_default(),
+                message["from"].as_str().unwrap_or_default(),
+                message["content"]["text"]["content"].as_str().unwrap_or_default()
+            ),
+        );
+    }
+    let crasher = classic.simulator.record(CLASSIC_CRASHER).ok_or_else(|| step_error("classic", "no crasher"))?;
+    let parked =
+        expect_ok(client.call_ability("get_message", &json!({"msgid": crasher.msgid}), "", None).await, "get_message")?;
+    say(
+        out,
+        &format!(
+            "    seq {CLASSIC_CRASHER} crashed the SDK (SIGSEGV) twice: two workers replaced, the record kept as content_status {}, the records after it stored",
+            parked["message"]["content_status"]
+        ),
+    );
+    let media_bytes = fetch_first_media(classic, client, out).await?;
+    Ok((status.stored, content_ok, media_bytes))
+}
+
+/// Fetches the first media file in 512 KB ranges with `get_media` once it is stored.
+async fn fetch_first_media(classic: &Classic, client: &ZoneClient, out: &mut dyn Write) -> Result<usize, DemoError> {
+    use base64::Engine;
+    let (msgid, sdkfileid) = (1..=CLASSIC_MESSAGES as u64)
+        .filter_map(|seq| classic.simulator.record(seq))
+        .find_map(|record| {
+            let message: Value = serde_json::from_str(&record.plaintext).ok()?;
+            let media = crate::finance::content::media_refs(message["msgtype"].as_str()?, &message);
+            Some((record.msgid, media.into_iter().next()?.sdkfileid))
+        })
+        .ok_or_else(|| step_error("media", "the archive has no media"))?;
+    let deadline = Instant::now() + STEP_TIMEOUT;
+    let mut bytes = Vec::new();
+    let mut ranges = 0;
+    loop {
+        let request = json!({"msgid": msgid, "offset": bytes.len()});
+        let answer = expect_ok(client.call_ability("get_media", &request, "", None).await, "get_media")?;
+        match answer["status"].as_str() {
+            Some("stored") => {}
+            Some("pending") if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+            other => return Err(step_error("media", format!("status {other:?}"))),
+        }
+        let chunk = base64::engine::general_purpose::STANDARD
+            .decode(answer["data"].as_str().unwrap_or_default())
+            .map_err(|e| step_error("media", e))?;
+        bytes.extend(chunk);
+        ranges += 1;
+        if answer["eof"] == true {
+            let expected = classic.simulator.media(&sdkfileid).unwrap_or_default();
+            if bytes != expected {
+                return Err(step_error("media", "the fetched file differs from WeCom's"));
+            }
+            say(
+                out,
+                &format!(
+                    "    media: downloaded in the background (GetMediaData, 512 KB chunks, resumable), md5 {} verified; get_media returned {} bytes in {ranges} ranges",
+                    answer["md5sum"].as_str().unwrap_or_default(),
+                    bytes.len()
+                ),
+            );
+            return Ok(bytes.len());
+        }
+    }
 }
 
 fn expect_ok(answer: Result<Answer, crate::client::ClientError>, step: &'static str) -> Result<Value, DemoError> {

@@ -1,4 +1,5 @@
-//! Benchmarks: `bench ingest` (here) and `bench front-door` (`front_door`).
+//! Benchmarks: `bench ingest` (here; `archive` for `--archive finance_sdk`), `bench abilities`
+//! (`abilities`) and `bench front-door` (`front_door`).
 //!
 //! `wecom-zone bench ingest`: the real pipeline against the simulator on loopback.
 //!
@@ -9,6 +10,7 @@
 //! against the simulator's expected secret keys.
 
 pub mod abilities;
+pub mod archive;
 pub mod front_door;
 mod load;
 

@@ -154,6 +154,11 @@ impl Supervisor {
         }
     }
 
+    /// The running worker's process id, if one runs (for the benchmark's memory figure).
+    pub async fn worker_pid(&self) -> Option<u32> {
+        self.slot.lock().await.worker.as_ref().and_then(|worker| worker.child.id())
+    }
+
     /// `DecryptData` for every item, in order; one answer per item whatever the SDK does.
     pub async fn decrypt(&self, items: &[DecryptItem]) -> Result<Vec<Decrypted>, FinanceError> {
         let mut slot = self.slot.lock().await;

@@ -64,6 +64,10 @@ impl ArchiveSource {
         ArchiveSource { supervisor, corps, page_limit, media_wake: Arc::new(Notify::new()) }
     }
 
+    pub fn supervisor(&self) -> &Arc<Supervisor> {
+        &self.supervisor
+    }
+
     /// Notified whenever stored content queued media files (the media worker waits on it).
     pub fn media_wake(&self) -> Arc<Notify> {
         Arc::clone(&self.media_wake)

@@ -119,6 +119,11 @@ impl Ingestor {
         Ingestor { store, upstream, rings, pool, page_limit, metrics, archive: None }
     }
 
+    /// The classic archive's source, when any corp uses it.
+    pub fn archive_source(&self) -> Option<&Arc<ArchiveSource>> {
+        self.archive.as_ref()
+    }
+
     /// Notified when classic content queued media files; `None` without classic corps.
     pub fn media_wake(&self) -> Option<Arc<tokio::sync::Notify>> {
         self.archive.as_ref().map(|source| source.media_wake())

@@ -11,7 +11,14 @@
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::os::unix::fs::FileExt;
+
 use md5::{Digest, Md5};
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
@@ -77,7 +84,7 @@ pub enum ChatFault {
 }
 
 /// One record as WeCom keeps it, and what it should decrypt to.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ArchiveRecord {
     pub seq: u64,
     pub msgid: String,
@@ -95,7 +102,9 @@ type MediaBlob = (String, Vec<u8>);
 struct State {
     corp_id: String,
     secret: String,
-    records: Vec<ArchiveRecord>,
+    records: RecordFile,
+    /// Records changed by a test (crash markers, other plaintexts), by seq.
+    overrides: HashMap<u64, ArchiveRecord>,
     chat_faults: VecDeque<ChatFault>,
     media: Vec<MediaBlob>,
     chat_calls: usize,
@@ -136,6 +145,7 @@ impl ArchiveSimulator {
             corp_id: corp_id.to_owned(),
             secret: secret.to_owned(),
             records,
+            overrides: HashMap::new(),
             chat_faults: VecDeque::new(),
             media,
             chat_calls: 0,
@@ -159,8 +169,15 @@ impl ArchiveSimulator {
         format!("http://127.0.0.1:{}", self.port)
     }
 
+    /// The record at `seq` (read back from the corpus file).
+    pub fn record(&self, seq: u64) -> Option<ArchiveRecord> {
+        lock(&self.state).record(seq)
+    }
+
+    /// Every record, in seq order (read back from the corpus file).
     pub fn records(&self) -> Vec<ArchiveRecord> {
-        lock(&self.state).records.clone()
+        let state = lock(&self.state);
+        (1..=state.records.len() as u64).filter_map(|seq| state.record(seq)).collect()
     }
 
     /// The next GetChatData calls misbehave like this, one fault per call.
@@ -179,15 +196,19 @@ impl ArchiveSimulator {
 
     /// Replaces a record's `encrypt_chat_msg` (a crash marker such as `!SEGV`, a damaged one).
     pub fn set_encrypt_chat_msg(&self, seq: u64, encrypt_chat_msg: String) {
-        if let Some(record) = lock(&self.state).records.iter_mut().find(|record| record.seq == seq) {
+        let mut state = lock(&self.state);
+        if let Some(mut record) = state.record(seq) {
             record.encrypt_chat_msg = encrypt_chat_msg;
+            state.overrides.insert(seq, record);
         }
     }
 
     /// Re-encrypts a record's message with another plaintext (a wrong msgid, say).
     pub fn set_plaintext(&self, seq: u64, plaintext: &str) {
-        if let Some(record) = lock(&self.state).records.iter_mut().find(|record| record.seq == seq) {
+        let mut state = lock(&self.state);
+        if let Some(mut record) = state.record(seq) {
             record.encrypt_chat_msg = stub_sdk::seal(&record.encrypt_key, plaintext.as_bytes());
+            state.overrides.insert(seq, record);
         }
     }
 
@@ -214,6 +235,36 @@ impl ArchiveSimulator {
     /// The bytes behind a `sdkfileid`.
     pub fn media(&self, sdkfileid: &str) -> Option<Vec<u8>> {
         lock(&self.state).media.iter().find(|(id, _)| id == sdkfileid).map(|(_, bytes)| bytes.clone())
+    }
+}
+
+impl State {
+    fn record(&self, seq: u64) -> Option<ArchiveRecord> {
+        match self.overrides.get(&seq) {
+            Some(record) => Some(record.clone()),
+            None => self.records.get(seq.checked_sub(1)? as usize),
+        }
+    }
+}
+
+/// The corpus on disk, one JSON line per record, so that a corpus of hundreds of thousands of
+/// records costs the process almost no memory (the benchmark measures the service's).
+struct RecordFile {
+    file: File,
+    /// Where each record's line starts, and one past the last.
+    offsets: Vec<u64>,
+}
+
+impl RecordFile {
+    fn len(&self) -> usize {
+        self.offsets.len().saturating_sub(1)
+    }
+
+    fn get(&self, index: usize) -> Option<ArchiveRecord> {
+        let (start, end) = (*self.offsets.get(index)?, *self.offsets.get(index + 1)?);
+        let mut line = vec![0u8; (end - start) as usize];
+        self.file.read_exact_at(&mut line, start).ok()?;
+        serde_json::from_slice(&line).ok()
     }
 }
 
@@ -265,11 +316,9 @@ fn chat(state: &Mutex<State>, corp: &str, secret: &str, seq: &str, limit: &str) 
     let chatdata: Vec<Value> = if errcode != 0 {
         Vec::new()
     } else {
-        state
-            .records
-            .iter()
-            .filter(|record| record.seq > seq)
-            .take(limit)
+        let last = (state.records.len() as u64).min(seq.saturating_add(limit as u64));
+        (seq + 1..=last)
+            .filter_map(|seq| state.record(seq))
             .map(|record| {
                 json!({
                     "seq": record.seq,
@@ -324,7 +373,7 @@ fn generate(
     keys: &[(u32, String)],
     media_max_bytes: usize,
     seed: u64,
-) -> Result<(Vec<ArchiveRecord>, Vec<MediaBlob>), KeyError> {
+) -> Result<(RecordFile, Vec<MediaBlob>), KeyError> {
     if keys.is_empty() {
         return Err(KeyError::NotAKey);
     }
@@ -335,7 +384,7 @@ fn generate(
         (0..20).map(|n| format!("{}{:016x}", if n % 2 == 0 { "wm" } else { "wo" }, random.next_u64())).collect();
     let rooms: Vec<String> = (0..4).map(|_| format!("wr{:016x}", random.next_u64())).collect();
     let start_ms: i64 = crate::domain::unix_now().saturating_sub(4 * 86_400) * 1000;
-    let mut records = Vec::with_capacity(messages);
+    let mut corpus = CorpusWriter::new(encryptors).map_err(|_| KeyError::Invalid)?;
     let mut media: Vec<MediaBlob> = Vec::new();
     for index in 0..messages {
         let seq = index as u64 + 1;
@@ -408,17 +457,72 @@ fn generate(
         let plaintext = message.to_string();
         let version_index = index * keys.len() / messages.max(1);
         let encrypt_key = stub_sdk::random_encrypt_key(&mut random);
-        records.push(ArchiveRecord {
+        let record = ArchiveRecord {
             seq,
             msgid,
             publickey_ver: keys[version_index].0,
-            encrypt_random_key: encryptors[version_index].encrypt_base64(encrypt_key.as_bytes())?,
+            encrypt_random_key: String::new(), // filled in by the writer, in parallel
             encrypt_chat_msg: stub_sdk::seal(&encrypt_key, plaintext.as_bytes()),
             encrypt_key,
             plaintext,
-        });
+        };
+        corpus.push(record, version_index)?;
     }
-    Ok((records, media))
+    Ok((corpus.finish()?, media))
+}
+
+/// Encrypts records' keys in parallel chunks and appends them to the corpus file.
+struct CorpusWriter {
+    encryptors: Vec<PublicKeyEncryptor>,
+    pending: Vec<(ArchiveRecord, usize)>,
+    out: BufWriter<File>,
+    offsets: Vec<u64>,
+}
+
+impl CorpusWriter {
+    const CHUNK: usize = 4096;
+
+    fn new(encryptors: Vec<PublicKeyEncryptor>) -> std::io::Result<CorpusWriter> {
+        Ok(CorpusWriter {
+            encryptors,
+            pending: Vec::new(),
+            out: BufWriter::new(tempfile::tempfile()?),
+            offsets: vec![0],
+        })
+    }
+
+    fn push(&mut self, record: ArchiveRecord, version_index: usize) -> Result<(), KeyError> {
+        self.pending.push((record, version_index));
+        if self.pending.len() >= Self::CHUNK {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<(), KeyError> {
+        let encryptors = &self.encryptors;
+        let encrypted: Vec<ArchiveRecord> = std::mem::take(&mut self.pending)
+            .into_par_iter()
+            .map(|(mut record, version_index)| {
+                record.encrypt_random_key = encryptors[version_index].encrypt_base64(record.encrypt_key.as_bytes())?;
+                Ok(record)
+            })
+            .collect::<Result<_, KeyError>>()?;
+        for record in encrypted {
+            let mut line = serde_json::to_vec(&record).map_err(|_| KeyError::Invalid)?;
+            line.push(b'\n');
+            self.out.write_all(&line).map_err(|_| KeyError::Invalid)?;
+            let end = self.offsets.last().copied().unwrap_or(0) + line.len() as u64;
+            self.offsets.push(end);
+        }
+        Ok(())
+    }
+
+    fn finish(mut self) -> Result<RecordFile, KeyError> {
+        self.flush()?;
+        let file = self.out.into_inner().map_err(|_| KeyError::Invalid)?;
+        Ok(RecordFile { file, offsets: self.offsets })
+    }
 }
 
 /// The type's object (reference §7.2), with Chinese and English text to search.

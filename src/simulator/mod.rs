@@ -81,7 +81,7 @@ impl SimulatorConfig {
 }
 
 /// Fresh credentials for every simulated corp: nothing shared with a published sample.
-fn random_alphanumeric(length: usize) -> String {
+pub fn random_alphanumeric(length: usize) -> String {
     use rand::RngExt;
     const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
     let mut rng = rand::rng();

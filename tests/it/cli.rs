@@ -212,6 +212,18 @@ fn bench_ingest_prints_its_figure_last() {
 }
 
 #[test]
+fn bench_ingest_of_the_classic_archive_prints_its_ratio_and_figure_last() {
+    let output = run(&["bench", "ingest", "--archive", "finance_sdk", "--messages", "300", "--page-limit", "100"], &[]);
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let last = stdout.lines().last().unwrap();
+    assert!(last.starts_with("ingest: 300 messages in "), "{last}");
+    assert!(last.ends_with(" msg/s"), "{last}");
+    assert!(stdout.contains("verified the content of"), "{stdout}");
+    assert!(stdout.contains("peak RSS: the finance worker"), "{stdout}");
+}
+
+#[test]
 fn demo_runs_end_to_end_and_reports_what_it_stored() {
     let output = run(&["demo", "--messages", "300", "--exit", "--listen", "127.0.0.1:0"], &[]);
     assert_eq!(output.status.code(), Some(0), "{}", text(&output));
@@ -220,6 +232,8 @@ fn demo_runs_end_to_end_and_reports_what_it_stored() {
     assert!(stdout.contains("decrypt failures:       0"), "{stdout}");
     assert!(stdout.contains("notify ids fetched:     2"), "{stdout}");
     assert!(stdout.contains("\"new_records\":300"), "{stdout}");
+    assert!(stdout.contains("classic records:        120 (119 with content, 1 parked"), "{stdout}");
+    assert!(stdout.contains("media fetched:          700000 bytes, md5 verified"), "{stdout}");
     let data_dir = stdout.lines().find_map(|line| line.strip_prefix("  data folder:")).unwrap().trim().to_owned();
     assert!(std::path::Path::new(&data_dir).join("wecom-zone.sqlite").exists());
     let _ = std::fs::remove_dir_all(data_dir);
