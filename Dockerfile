@@ -3,9 +3,10 @@
 #   docker run --rm -p 8080:8080 -v "$PWD/config:/app/config:ro" wecom-zone
 FROM rust:1-bookworm AS build
 WORKDIR /src
-COPY Cargo.toml Cargo.lock ./
+COPY Cargo.toml Cargo.lock build.rs ./
 COPY src ./src
 COPY benches ./benches
+COPY stub-sdk ./stub-sdk
 RUN cargo build --release --locked --bin wecom-zone
 
 FROM debian:bookworm-slim
@@ -17,6 +18,10 @@ RUN apt-get update \
  && chown -R wecom /app/data
 COPY --from=build /src/target/release/wecom-zone /usr/local/bin/wecom-zone
 COPY config/wecom-zone.example.toml /app/config/wecom-zone.example.toml
+# The classic archive (会话内容存档): WeCom's finance SDK, glibc x86-64 only (it needs libz.so.1,
+# which bookworm-slim has). Fetch it with scripts/fetch-finance-sdk.sh, then uncomment and set
+# [finance_sdk] library = "/opt/wecom/libWeWorkFinanceSdk_C.so":
+# COPY vendor/finance-sdk/libWeWorkFinanceSdk_C.so /opt/wecom/libWeWorkFinanceSdk_C.so
 WORKDIR /app
 USER wecom
 EXPOSE 8080

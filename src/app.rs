@@ -59,6 +59,8 @@ pub struct Service {
     config: Config,
     stop_background: ShutdownSender,
     background: Vec<JoinHandle<()>>,
+    /// The finance SDK workers' supervisors, ended cleanly after the background work stops.
+    finance_workers: Vec<Arc<Supervisor>>,
 }
 
 /// The store and the ingestor for `config`, without HTTP or workers (the benchmark uses this).
@@ -206,7 +208,10 @@ pub fn start_with_clock(config: Config, clock: Clock) -> Result<Service, StartEr
         PullScheduler::start(Arc::clone(&ingestor), &corps, pull_pace, listener, Arc::clone(&metrics), &shutdown);
     let notifier_pace = Pace { idle: Some(mailbox.idle_interval()), backoff };
     tasks.push(background::spawn(Arc::clone(&mailbox) as _, mailbox.wake(), notifier_pace, shutdown.clone()));
+    let mut finance_workers: Vec<Arc<Supervisor>> =
+        ingestor.archive_source().map(|source| Arc::clone(source.supervisor())).into_iter().collect();
     if let Some(media) = media {
+        finance_workers.push(Arc::clone(media.supervisor()));
         let media_pace = Pace { idle: Some(config.background.idle_poll), backoff };
         let wake = ingestor.media_wake().unwrap_or_default();
         tasks.push(background::spawn(media as _, wake, media_pace, shutdown.clone()));
@@ -219,7 +224,7 @@ pub fn start_with_clock(config: Config, clock: Clock) -> Result<Service, StartEr
     tasks.push(background::spawn(Arc::new(probe), Arc::new(Notify::new()), probe_pace, shutdown));
     let dispatcher = Arc::new(ZoneService::new(scheduler, mailbox, abilities, jobs));
     let state = AppState::build(&config, dispatcher, metrics, readiness, clock)?;
-    Ok(Service { state, ingestor, store, config, stop_background, background: tasks })
+    Ok(Service { state, ingestor, store, config, stop_background, background: tasks, finance_workers })
 }
 
 impl Service {
@@ -233,6 +238,9 @@ impl Service {
         self.stop_background.stop();
         for task in self.background {
             let _ = task.await;
+        }
+        for supervisor in &self.finance_workers {
+            supervisor.shutdown().await;
         }
         served
     }

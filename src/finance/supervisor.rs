@@ -154,6 +154,19 @@ impl Supervisor {
         }
     }
 
+    /// Ends the worker cleanly: its stdin closes, so it drops every corp's SDK (DestroySdk) and
+    /// exits; one that has not exited within two seconds is killed.
+    pub async fn shutdown(&self) {
+        let Some(worker) = self.slot.lock().await.worker.take() else { return };
+        let Worker { mut child, stdin, stdout, .. } = worker;
+        drop(stdin);
+        drop(stdout);
+        if tokio::time::timeout(Duration::from_secs(2), child.wait()).await.is_err() {
+            let _ = child.start_kill();
+            let _ = child.wait().await;
+        }
+    }
+
     /// The running worker's process id, if one runs (for the benchmark's memory figure).
     pub async fn worker_pid(&self) -> Option<u32> {
         self.slot.lock().await.worker.as_ref().and_then(|worker| worker.child.id())

@@ -91,6 +91,11 @@ impl MediaFetcher {
         MediaFetcher { store, supervisor, files, max_file_bytes, retry, clock }
     }
 
+    /// The finance worker this fetcher downloads through.
+    pub fn supervisor(&self) -> &Arc<Supervisor> {
+        &self.supervisor
+    }
+
     async fn next_round(&self) -> Result<Round, MediaError> {
         let store = Arc::clone(&self.store);
         let now_ms = self.clock.now_ms();

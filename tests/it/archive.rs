@@ -150,10 +150,29 @@ async fn every_record_is_stored_once_with_its_content_and_crashers_are_parked() 
     fixture.simulator.set_encrypt_chat_msg(70, "!RC:10001".into());
 
     let service = RunningService::start(&fixture.config(100, 1000)).await;
-    wait_for_records(service.store.as_ref(), MESSAGES as i64).await;
     let client = fixture.client(&service.url);
-    // The service answered throughout: health and an ability while workers died.
-    assert_eq!(reqwest::get(format!("{}/healthz", service.url)).await.unwrap().status(), 200);
+    // While workers die, the service answers: health and an ability, every 20 ms.
+    let watching = {
+        let (url, client) = (service.url.clone(), fixture.client(&service.url));
+        tokio::spawn(async move {
+            let mut answered = 0;
+            loop {
+                let health = reqwest::get(format!("{url}/healthz")).await.unwrap().status();
+                let Answer::Sealed(status) = client.call_ability("ingest_status", &json!({}), "", None).await.unwrap()
+                else {
+                    panic!("ingest_status was refused")
+                };
+                assert_eq!((health.as_u16(), &status["errcode"]), (200, &json!(0)));
+                answered += 1;
+                if status["stored_count"] == MESSAGES {
+                    return answered;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+    };
+    wait_for_records(service.store.as_ref(), MESSAGES as i64).await;
+    assert!(watching.await.unwrap() > 1, "the service was watched while it pulled");
 
     let expected = |seq: u64| match seq {
         10 | 20 | 60 => ContentStatus::Crashed,
@@ -207,6 +226,10 @@ async fn every_record_is_stored_once_with_its_content_and_crashers_are_parked() 
     assert_eq!(answer["content_by_status"]["crashed"], 3, "{answer}");
     assert_eq!(answer["archive_error"], Value::Null);
     service.stop().await;
+    // Stopping ends the finance workers too (stdin closed: each corp's SDK destroyed, then exit).
+    let library = fixture.library.display().to_string();
+    let left = std::process::Command::new("pgrep").args(["-f", &library]).output().unwrap();
+    assert!(left.stdout.is_empty(), "finance workers outlived the service: {}", String::from_utf8_lossy(&left.stdout));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
