@@ -16,7 +16,7 @@ use std::time::Instant;
 
 use serde_json::Value;
 
-use super::{BenchError, IngestReport, peak_rss_kib};
+use super::{BenchError, IngestReport, peak_rss_kib, process_peak_rss_kib};
 use crate::app::build_ingestor;
 use crate::config::Config;
 use crate::crypto::generate_key_pair_pem;
@@ -165,11 +165,4 @@ fn openssl_rsa_sign_per_s(cores: usize) -> Option<f64> {
     let line = text.lines().rev().find(|line| line.trim_start().starts_with("rsa") && line.contains("2048"))?;
     let numbers: Vec<f64> = line.split_whitespace().filter_map(|word| word.parse().ok()).collect();
     numbers.len().checked_sub(2).and_then(|index| numbers.get(index)).copied()
-}
-
-/// A process's peak resident set (`VmHWM`), where /proc is available.
-fn process_peak_rss_kib(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|line| line.starts_with("VmHWM:"))?;
-    line.split_whitespace().nth(1)?.parse().ok()
 }

@@ -136,7 +136,12 @@ poll_interval_s = 0
 
 /// The process's peak resident set (`VmHWM`), where /proc is available.
 pub fn peak_rss_kib() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    process_peak_rss_kib("self")
+}
+
+/// Another process's peak resident set (`VmHWM`), by pid (or `self`).
+pub fn process_peak_rss_kib(pid: impl std::fmt::Display) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let line = status.lines().find(|line| line.starts_with("VmHWM:"))?;
     line.split_whitespace().nth(1)?.parse().ok()
 }
