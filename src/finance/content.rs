@@ -3,7 +3,8 @@
 //! parse as a JSON object once raw control characters are escaped, and carry the record's `msgid`.
 //! Pure: no IO.
 
-use serde_json::{Map, Value};
+use serde::Deserialize;
+use serde_json::Value;
 
 use crate::domain::MediaRef;
 
@@ -36,45 +37,70 @@ pub enum InvalidContent {
     MsgidMismatch,
 }
 
+/// The fields the store indexes, read without building the whole document (the message's own
+/// object is skipped unless it names media). Each is a `Value`, so an unexpected type is
+/// tolerated as it would be by WeCom's other consumers.
+#[derive(Deserialize)]
+struct Header {
+    msgid: Option<Value>,
+    action: Option<Value>,
+    from: Option<Value>,
+    tolist: Option<Value>,
+    roomid: Option<Value>,
+    msgtime: Option<Value>,
+    msgtype: Option<Value>,
+    /// A switch record's time and user.
+    time: Option<Value>,
+    user: Option<Value>,
+}
+
 /// Validates a plaintext for the record `msgid`.
 pub fn validate(msgid: &str, plaintext: &[u8]) -> Result<ArchiveMessage, InvalidContent> {
     let text = std::str::from_utf8(plaintext).map_err(|_| InvalidContent::NotUtf8)?;
     let content = escape_control_characters(text);
-    let Ok(Value::Object(object)) = serde_json::from_str::<Value>(&content) else {
-        return Err(InvalidContent::NotJson);
-    };
-    match object.get("msgid").and_then(Value::as_str) {
+    let header: Header = serde_json::from_str(&content).map_err(|_| InvalidContent::NotJson)?;
+    match header.msgid.as_ref().and_then(Value::as_str) {
         None => return Err(InvalidContent::NoMsgid),
         Some(found) if found != msgid => return Err(InvalidContent::MsgidMismatch),
         Some(_) => {}
     }
-    let text_of = |key: &str| object.get(key).and_then(Value::as_str).unwrap_or_default().to_owned();
-    let action = text_of("action");
+    let text_of = |value: &Option<Value>| value.as_ref().and_then(Value::as_str).unwrap_or_default().to_owned();
+    let action = text_of(&header.action);
     let switch = action == "switch";
-    let msgtype = if switch { "switch".to_owned() } else { text_of("msgtype") };
-    let media = media_refs(&msgtype, &Value::Object(object.clone()));
+    let msgtype = if switch { "switch".to_owned() } else { text_of(&header.msgtype) };
+    let media = if names_media(&msgtype) {
+        serde_json::from_str::<Value>(&content).map(|message| media_refs(&msgtype, &message)).unwrap_or_default()
+    } else {
+        Vec::new()
+    };
     Ok(ArchiveMessage {
         media,
-        from: if switch { text_of("user") } else { text_of("from") },
-        tolist: object
-            .get("tolist")
+        from: if switch { text_of(&header.user) } else { text_of(&header.from) },
+        tolist: header
+            .tolist
+            .as_ref()
             .and_then(Value::as_array)
             .map(|list| list.iter().filter_map(Value::as_str).map(str::to_owned).collect())
             .unwrap_or_default(),
-        roomid: text_of("roomid"),
-        msgtime: number_of(&object, if switch { "time" } else { "msgtime" }),
+        roomid: text_of(&header.roomid),
+        msgtime: number_of(if switch { &header.time } else { &header.msgtime }),
         msgtype,
         action,
         content,
     })
 }
 
-fn number_of(object: &Map<String, Value>, key: &str) -> i64 {
-    match object.get(key) {
+fn number_of(value: &Option<Value>) -> i64 {
+    match value {
         Some(Value::Number(number)) => number.as_i64().unwrap_or_default(),
         Some(Value::String(text)) => text.parse().unwrap_or_default(),
         _ => 0,
     }
+}
+
+/// Whether messages of this type can name media files.
+fn names_media(msgtype: &str) -> bool {
+    MEDIA_TYPES.contains(&msgtype) || matches!(msgtype, "mixed" | "chatrecord")
 }
 
 /// The types whose object names a file (reference §7.2).

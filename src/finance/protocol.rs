@@ -1,6 +1,7 @@
 //! What the service and a finance worker say to each other over the worker's stdin and stdout:
-//! frames of a little-endian u32 length and that many bytes of JSON. Byte payloads (plaintexts,
-//! media chunks) travel as base64 strings.
+//! frames of a little-endian u32 length and that many bytes of JSON. Byte payloads (media
+//! chunks) travel as base64 strings, except the answer to each DecryptData, the one frame per
+//! record: `D`, the return code (i32, little-endian) and the plaintext bytes as they are.
 
 use std::io::{Read, Write};
 
@@ -164,6 +165,23 @@ fn checked_len(header: [u8; 4]) -> Result<usize, ProtocolError> {
     Ok(len)
 }
 
+/// The first byte of a raw `Decrypted` frame (a JSON frame starts with `{`).
+const DECRYPTED_TAG: u8 = b'D';
+
+/// Writes one DecryptData answer as a raw frame and flushes it (the worker's side).
+pub fn write_decrypted<W: Write>(writer: &mut W, rc: i32, plaintext: &[u8]) -> Result<(), ProtocolError> {
+    let len = 5 + plaintext.len();
+    if len > MAX_FRAME_BYTES {
+        return Err(ProtocolError::TooLarge(len));
+    }
+    writer.write_all(&(len as u32).to_le_bytes())?;
+    writer.write_all(&[DECRYPTED_TAG])?;
+    writer.write_all(&rc.to_le_bytes())?;
+    writer.write_all(plaintext)?;
+    writer.flush()?;
+    Ok(())
+}
+
 /// Writes one frame and flushes it (the worker's side).
 pub fn write_frame<W: Write, T: Serialize>(writer: &mut W, message: &T) -> Result<(), ProtocolError> {
     writer.write_all(&encode(message)?)?;
@@ -191,12 +209,20 @@ pub async fn send<W: AsyncWrite + Unpin, T: Serialize>(writer: &mut W, message: 
     Ok(())
 }
 
-/// Reads one frame (the service's side); the end of the stream is an error here: the worker died.
-pub async fn receive<R: AsyncRead + Unpin, T: for<'de> Deserialize<'de>>(reader: &mut R) -> Result<T, ProtocolError> {
+/// Reads one answer (the service's side); the end of the stream is an error here: the worker
+/// died.
+pub async fn receive<R: AsyncRead + Unpin>(reader: &mut R) -> Result<Response, ProtocolError> {
     let mut header = [0u8; 4];
     reader.read_exact(&mut header).await?;
     let mut body = vec![0u8; checked_len(header)?];
     reader.read_exact(&mut body).await?;
+    if body.first() == Some(&DECRYPTED_TAG) {
+        let Some(rc) = body.get(1..5).and_then(|rc| <[u8; 4]>::try_from(rc).ok()) else {
+            return Err(ProtocolError::TooLarge(body.len())); // too short to be one
+        };
+        body.drain(..5);
+        return Ok(Response::Decrypted { rc: i32::from_le_bytes(rc), plaintext: body });
+    }
     Ok(serde_json::from_slice(&body)?)
 }
 
@@ -216,6 +242,22 @@ mod tests {
         }
         assert!(matches!(read_frame::<_, Response>(&mut reader).unwrap(), Some(Response::Done)));
         assert!(read_frame::<_, Response>(&mut reader).unwrap().is_none(), "a clean end of the stream");
+    }
+
+    #[tokio::test]
+    async fn raw_decrypted_frames_and_json_frames_read_back_alike() {
+        let mut pipe = Vec::new();
+        write_decrypted(&mut pipe, 0, b"{\"msgid\":\"m\"}\x00\xff").unwrap();
+        write_decrypted(&mut pipe, 10006, b"").unwrap();
+        write_frame(&mut pipe, &Response::Done).unwrap();
+        let mut reader = pipe.as_slice();
+        match receive(&mut reader).await.unwrap() {
+            Response::Decrypted { rc: 0, plaintext } => assert_eq!(plaintext, b"{\"msgid\":\"m\"}\x00\xff"),
+            other => panic!("unexpected {other:?}"),
+        }
+        assert!(matches!(receive(&mut reader).await.unwrap(), Response::Decrypted { rc: 10006, .. }));
+        assert!(matches!(receive(&mut reader).await.unwrap(), Response::Done));
+        assert!(receive(&mut reader).await.is_err(), "the end of the stream: the worker died");
     }
 
     #[test]

@@ -11,7 +11,7 @@ use std::os::fd::FromRawFd;
 use std::path::Path;
 
 use super::ffi::{CorpSdk, SdkLibrary};
-use super::protocol::{Request, Response, read_frame, write_frame};
+use super::protocol::{Request, Response, read_frame, write_decrypted, write_frame};
 
 /// Runs the worker; returns the process's exit code.
 pub fn run(library_path: &Path) -> i32 {
@@ -83,13 +83,12 @@ fn answer<'a, W: Write>(
             // One answer per item, each flushed before the next call: if the SDK kills this
             // process, the service knows exactly which item it died on.
             for item in items {
-                let response = match library.decrypt_data(&item.key, &item.encrypt_chat_msg) {
-                    Ok(Ok(plaintext)) => Response::Decrypted { rc: 0, plaintext },
-                    Ok(Err(rc)) => Response::Decrypted { rc, plaintext: Vec::new() },
+                match library.decrypt_data(&item.key, &item.encrypt_chat_msg) {
+                    Ok(Ok(plaintext)) => write_decrypted(output, 0, &plaintext)?,
+                    Ok(Err(rc)) => write_decrypted(output, rc, &[])?,
                     // A NUL inside the key or ciphertext: the SDK cannot even be asked.
-                    Err(_) => Response::Decrypted { rc: NUL_IN_INPUT, plaintext: Vec::new() },
-                };
-                write_frame(output, &response)?;
+                    Err(_) => write_decrypted(output, NUL_IN_INPUT, &[])?,
+                }
             }
             write_frame(output, &Response::Done)
         }

@@ -26,6 +26,9 @@ use crate::store::{ArchiveFields, ArchiveRetry, NewRecord, PageCommit, RecordSto
 const RETRY_BATCH: usize = 500;
 /// DecryptData tries per record before a transient status is left as it is.
 pub const MAX_CONTENT_ATTEMPTS: u32 = 8;
+/// Pages each stage may run ahead of the next: enough that the RSA pool never waits while a page
+/// is in DecryptData or being committed (a few MB of ciphertext at most).
+const PAGES_AHEAD: usize = 4;
 /// Answers in a row that may fail to move the seq before the pull stops.
 const MAX_UNMOVED_PAGES: u32 = 3;
 
@@ -123,8 +126,8 @@ impl ArchivePull<'_> {
         let owned_corp = corp_id.to_owned();
         let cursor = blocking(move || store.cursor(&owned_corp)).await?;
         let seq = cursor.as_deref().map_or(Ok(0), str::parse::<u64>).map_err(|_| IngestError::BadSeq)?;
-        let (fetched_tx, fetched_rx) = mpsc::channel(1);
-        let (keyed_tx, keyed_rx) = mpsc::channel(2);
+        let (fetched_tx, fetched_rx) = mpsc::channel(PAGES_AHEAD);
+        let (keyed_tx, keyed_rx) = mpsc::channel(PAGES_AHEAD);
         let (fetched, keyed, committed) = tokio::join!(
             self.fetch_pages(corp_id, seq, fetched_tx),
             self.key_pages(fetched_rx, keyed_tx),
