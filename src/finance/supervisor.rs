@@ -293,7 +293,7 @@ impl Supervisor {
                 }
             }
         }
-        Ok(slot.worker.as_mut().expect("a worker was just put in place"))
+        slot.worker.as_mut().ok_or_else(|| FinanceError::Spawn("no worker".into()))
     }
 
     async fn spawn(&self) -> Result<Worker, FinanceError> {

@@ -18,7 +18,7 @@ use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 
 use crate::background::{self, EntryRetry, Round, Worker};
 use crate::domain::{BoxFuture, Clock};
-use crate::finance::{FinanceError, Supervisor, is_transient};
+use crate::finance::{FinanceError, Supervisor};
 use crate::store::{MediaEntry, MediaOutcome, MediaStore, StoreError, blocking};
 
 #[derive(Debug, thiserror::Error)]
@@ -68,6 +68,10 @@ async fn private_dir(path: &Path) -> std::io::Result<()> {
     builder.mode(0o700);
     builder.create(path).await
 }
+
+/// GetMediaData codes that end a download for good (reference §9.4).
+const FILE_ID_INVALID: i32 = 10005;
+const DATA_EXPIRED: i32 = 10010;
 
 /// The download worker.
 pub struct MediaFetcher {
@@ -169,9 +173,10 @@ impl MediaFetcher {
     }
 
     fn after_error(&self, entry: &MediaEntry, error: &FinanceError) -> MediaOutcome {
-        match error.sdk_code() {
-            // A bad sdkfileid, expired data, bad parameters: asking again cannot help.
-            Some(code) if !is_transient(code) => {
+        match error {
+            // A bad sdkfileid or expired data: asking again cannot help. Anything else (network,
+            // an untrusted IP, a Secret being fixed, a lost worker) may pass: retried with backoff.
+            FinanceError::Sdk(code @ (FILE_ID_INVALID | DATA_EXPIRED)) => {
                 tracing::warn!(media = entry.id, code, "GetMediaData refused the file");
                 MediaOutcome::Failed
             }
