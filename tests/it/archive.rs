@@ -236,7 +236,10 @@ async fn every_record_is_stored_once_with_its_content_and_crashers_are_parked() 
 async fn a_crashing_or_refusing_get_chat_data_loses_nothing_and_says_what_to_fix() {
     const MESSAGES: usize = 120;
     let fixture = ArchiveFixture::new(MESSAGES, 0).await;
-    fixture.simulator.script_chat(vec![ChatFault::Segv, ChatFault::Abort, ChatFault::Hang, ChatFault::Rc(10009)]);
+    // 10009 until the test has seen it reported (the IP is trusted later).
+    let mut faults = vec![ChatFault::Segv, ChatFault::Abort, ChatFault::Hang];
+    faults.extend(std::iter::repeat_n(ChatFault::Rc(10009), 10_000));
+    fixture.simulator.script_chat(faults);
     let service = RunningService::start(&fixture.config(50, 1000)).await;
     // The first pull fails twice (SIGSEGV, then SIGABRT in the fresh worker): backoff, and the
     // next pull meets a hang and then 10009 (until the IP is trusted), which ingest_status explains.
