@@ -39,6 +39,8 @@ pub mod mailbox;
 pub mod media;
 /// Prometheus metrics.
 pub mod metrics;
+/// Full-text search over the classic archive's content (Tantivy, beside the store).
+pub mod search;
 /// Durable storage behind the `Store` trait; the only module that knows SQL.
 pub mod store;
 /// Tracing setup.

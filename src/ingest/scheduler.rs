@@ -18,7 +18,7 @@ use super::{Ingestor, PullSummary};
 use crate::background::{self, Pace, Round, Shutdown, Worker};
 use crate::domain::{BoxFuture, CorpId};
 use crate::metrics::Metrics;
-use crate::store::blocking;
+use crate::store::{StoreError, blocking};
 
 /// Told when a pull succeeded, with the mailbox entries that were waiting for it; also asked, at
 /// start-up, which entries were still waiting when the process stopped. Both block (storage):
@@ -116,7 +116,7 @@ impl CorpPuller {
             tracing::warn!(corp_id = %self.corp_id, %error, "recovering secret keys failed; retried at the next start");
         }
         let (listener, corp_id) = (Arc::clone(&self.listener), self.corp_id.clone());
-        if let Ok(waiting) = blocking(move || Ok(listener.awaiting_pull(&corp_id))).await {
+        if let Ok(waiting) = blocking(move || Ok::<_, StoreError>(listener.awaiting_pull(&corp_id))).await {
             lock(&self.trigger.waiting).extend(waiting);
         }
     }
@@ -132,7 +132,7 @@ impl CorpPuller {
                     let (listener, corp_id) = (Arc::clone(&self.listener), self.corp_id.clone());
                     let _ = blocking(move || {
                         listener.pull_finished(&corp_id, &waiting);
-                        Ok(())
+                        Ok::<_, StoreError>(())
                     })
                     .await;
                 }

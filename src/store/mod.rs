@@ -1,6 +1,7 @@
 //! Durable state, one trait per aggregate: [`RecordStore`] (chat records, pages, cursors, and
 //! the classic archive's content beside its records), [`MailboxStore`] (the notify_id mailbox),
-//! [`JobStore`] (asynchronous calls) and [`MediaStore`] (classic media downloads), plus
+//! [`JobStore`] (asynchronous calls), [`MediaStore`] (classic media downloads) and [`SearchStore`]
+//! (the change feed the full-text index follows), plus
 //! [`StoreHealth`] for readiness. `sqlite` is the only module that knows SQL; its one
 //! [`SqliteStore`] implements every trait.
 //!
@@ -15,6 +16,7 @@ mod jobs;
 mod mailbox;
 mod media;
 mod records;
+mod search;
 mod sqlite;
 
 pub use jobs::{Job, JobDelivery, JobStore, NewJob};
@@ -24,7 +26,8 @@ pub use records::{
     ArchiveFields, ArchiveRetry, Conversation, IngestStatus, MessageFilter, NewRecord, PageCommit, PageOutcome,
     PendingKey, RecordStore, StoredRecord,
 };
-pub use sqlite::SqliteStore;
+pub use search::{SearchChange, SearchMark, SearchRow, SearchStore};
+pub use sqlite::{LikeQuery, SqliteStore};
 
 use crate::domain::UnknownState;
 
@@ -50,8 +53,10 @@ pub trait StoreHealth: Send + Sync + 'static {
 
 /// Runs storage work on Tokio's blocking pool: storage calls block and must not hold an async
 /// worker. The one place async code hands work to the store (the layering test holds it to that).
-pub async fn blocking<T: Send + 'static>(
-    work: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
-) -> Result<T, StoreError> {
-    tokio::task::spawn_blocking(work).await.map_err(|_| StoreError::WorkerLost)?
+/// Work that reads the store among other blocking work (the search index) keeps its own error
+/// type.
+pub async fn blocking<T: Send + 'static, E: From<StoreError> + Send + 'static>(
+    work: impl FnOnce() -> Result<T, E> + Send + 'static,
+) -> Result<T, E> {
+    tokio::task::spawn_blocking(work).await.map_err(|_| E::from(StoreError::WorkerLost))?
 }

@@ -14,7 +14,8 @@ use rusqlite::{Connection, OptionalExtension, ToSql, Transaction, params};
 use super::{
     ArchiveFields, ArchiveRetry, Conversation, IngestStatus, Job, JobDelivery, JobStore, MailboxEntry, MailboxStore,
     MediaEntry, MediaOutcome, MediaStore, MessageFilter, NewJob, NewMailboxEntry, NewRecord, PageCommit, PageOutcome,
-    PendingKey, RecordStore, StoreError, StoreHealth, StoredRecord, StoredSince,
+    PendingKey, RecordStore, SearchChange, SearchMark, SearchRow, SearchStore, StoreError, StoreHealth, StoredRecord,
+    StoredSince,
 };
 use crate::domain::{ContentStatus, DecryptStatus, JobState, MailboxState, MediaStatus, unix_now};
 
@@ -224,7 +225,19 @@ CREATE TABLE media (
 );
 CREATE INDEX media_due ON media(expires_at, id) WHERE status = 'pending';
 "#,
+    // Full-text search: the change feed the index follows (every content write takes the next
+    // revision), and the recall records by the message they recall (a hit shows it is recalled).
+    // The recall key is guarded by json_valid so that no stored content can fail a write.
+    r#"
+ALTER TABLE archive_content ADD COLUMN search_rev INTEGER NOT NULL DEFAULT 0;
+CREATE INDEX archive_search_feed ON archive_content(search_rev, record_id);
+CREATE INDEX archive_recalls ON archive_content(corp_id, (CASE WHEN json_valid(content) THEN json_extract(content, '$.revoke.pre_msgid') END))
+    WHERE msgtype = 'revoke';
+"#,
 ];
+
+/// The next revision of the search change feed, read inside the writing transaction.
+const NEXT_SEARCH_REV: &str = "(SELECT coalesce(max(search_rev), 0) + 1 FROM archive_content)";
 
 /// A record's columns (`records r`) and its archive content (`LEFT JOIN archive_content a`).
 const RECORD_COLUMNS: &str = "r.id, r.msgid, r.sender_type, r.sender_id, r.receivers, r.chatid, r.conversation,
@@ -490,11 +503,11 @@ impl RecordStore for SqliteStore {
                     record.decrypt_status
                 ])?;
             transaction
-                .prepare_cached(
+                .prepare_cached(&format!(
                     "UPDATE archive_content SET action = ?2, msgtype = ?3, msgtime = ?4, content = ?5,
-                            content_status = ?6, attempts = ?7, updated_at = ?8
-                     WHERE record_id = ?1",
-                )?
+                            content_status = ?6, attempts = ?7, updated_at = ?8, search_rev = {NEXT_SEARCH_REV}
+                     WHERE record_id = ?1"
+                ))?
                 .execute(params![
                     update.id,
                     archive.action,
@@ -721,6 +734,128 @@ fn parties_of(receivers: &str) -> Vec<(i64, String)> {
         .iter()
         .filter_map(|party| Some((party["type"].as_i64().unwrap_or(0), party["id"].as_str()?.to_owned())))
         .collect()
+}
+
+impl SearchStore for SqliteStore {
+    fn search_changes(&self, after: SearchMark, limit: usize) -> Result<Vec<SearchChange>, StoreError> {
+        let connection = self.lock();
+        let mut statement = connection.prepare_cached(
+            "SELECT search_rev, record_id, corp_id, msgtime, msgtype, CASE WHEN content_status = 'ok' THEN content END
+             FROM archive_content INDEXED BY archive_search_feed
+             WHERE (search_rev, record_id) > (?1, ?2)
+             ORDER BY search_rev, record_id LIMIT ?3",
+        )?;
+        let rows = statement.query_map(params![after.rev, after.record_id, limit as i64], |row| {
+            Ok(SearchChange {
+                mark: SearchMark { rev: row.get(0)?, record_id: row.get(1)? },
+                corp_id: row.get(2)?,
+                msgtime: row.get(3)?,
+                msgtype: row.get(4)?,
+                content: row.get(5)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<Vec<_>, _>>()?)
+    }
+
+    fn search_head(&self) -> Result<SearchMark, StoreError> {
+        let connection = self.lock();
+        let head = connection
+            .prepare_cached(
+                "SELECT search_rev, record_id FROM archive_content INDEXED BY archive_search_feed
+                 ORDER BY search_rev DESC, record_id DESC LIMIT 1",
+            )?
+            .query_row([], |row| Ok(SearchMark { rev: row.get(0)?, record_id: row.get(1)? }))
+            .optional()?;
+        Ok(head.unwrap_or_default())
+    }
+
+    fn search_backlog(&self, after: SearchMark) -> Result<u64, StoreError> {
+        let connection = self.lock();
+        let count: i64 = connection
+            .prepare_cached("SELECT count(*) FROM archive_content WHERE (search_rev, record_id) > (?1, ?2)")?
+            .query_row(params![after.rev, after.record_id], |row| row.get(0))?;
+        Ok(count as u64)
+    }
+
+    fn search_rows(&self, corp_id: &str, record_ids: &[i64]) -> Result<Vec<SearchRow>, StoreError> {
+        let connection = self.lock();
+        let mut statement = connection.prepare_cached(
+            "SELECT a.record_id, r.msgid, a.seq, a.msgtime, a.msgtype, CASE WHEN a.content_status = 'ok' THEN a.content END,
+                    EXISTS (SELECT 1 FROM archive_content recall INDEXED BY archive_recalls
+                            WHERE recall.corp_id = a.corp_id AND recall.msgtype = 'revoke'
+                              AND (CASE WHEN json_valid(recall.content) THEN json_extract(recall.content, '$.revoke.pre_msgid') END) = r.msgid)
+             FROM archive_content a JOIN records r ON r.id = a.record_id
+             WHERE a.record_id = ?1 AND a.corp_id = ?2",
+        )?;
+        let mut rows = Vec::with_capacity(record_ids.len());
+        for &record_id in record_ids {
+            let row = statement
+                .query_row(params![record_id, corp_id], |row| {
+                    Ok(SearchRow {
+                        record_id: row.get(0)?,
+                        msgid: row.get(1)?,
+                        seq: row.get::<_, i64>(2)? as u64,
+                        msgtime: row.get(3)?,
+                        msgtype: row.get(4)?,
+                        content: row.get(5)?,
+                        recalled: row.get(6)?,
+                    })
+                })
+                .optional()?;
+            rows.extend(row);
+        }
+        Ok(rows)
+    }
+}
+
+/// The baseline a user would otherwise write: `LIKE` over the stored content. For `bench search`
+/// only; the index answers real searches.
+#[derive(Debug, Clone, Default)]
+pub struct LikeQuery {
+    pub corp_id: String,
+    /// Each must occur in the content (SQLite's LIKE: ASCII case-insensitive).
+    pub terms: Vec<String>,
+    pub userid: Option<String>,
+    pub msgtype: Option<String>,
+    /// Milliseconds, inclusive.
+    pub msgtime_range: Option<(i64, i64)>,
+    pub limit: usize,
+}
+
+impl SqliteStore {
+    /// The record ids a `LIKE` scan finds for `query`, newest first.
+    pub fn like_scan(&self, query: &LikeQuery) -> Result<Vec<i64>, StoreError> {
+        let mut sql = String::from("SELECT record_id FROM archive_content WHERE corp_id = ? AND content_status = 'ok'");
+        let mut values: Vec<rusqlite::types::Value> = vec![query.corp_id.clone().into()];
+        for term in &query.terms {
+            sql.push_str(" AND content LIKE ? ESCAPE '\\'");
+            let escaped = term.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_");
+            values.push(format!("%{escaped}%").into());
+        }
+        if let Some(userid) = &query.userid {
+            sql.push_str(
+                " AND (json_extract(content, '$.from') = ?1x OR EXISTS (SELECT 1 FROM json_each(content, '$.tolist') WHERE value = ?1x))",
+            );
+            let placeholder = format!("?{}", values.len() + 1);
+            sql = sql.replace("?1x", &placeholder);
+            values.push(userid.clone().into());
+        }
+        if let Some(msgtype) = &query.msgtype {
+            sql.push_str(" AND msgtype = ?");
+            values.push(msgtype.clone().into());
+        }
+        if let Some((low, high)) = query.msgtime_range {
+            sql.push_str(" AND msgtime BETWEEN ? AND ?");
+            values.push(low.into());
+            values.push(high.into());
+        }
+        sql.push_str(" ORDER BY msgtime DESC, record_id DESC LIMIT ?");
+        values.push((query.limit as i64).into());
+        let connection = self.lock();
+        let mut statement = connection.prepare(&sql)?;
+        let rows = statement.query_map(rusqlite::params_from_iter(values), |row| row.get(0))?;
+        Ok(rows.collect::<Result<Vec<_>, _>>()?)
+    }
 }
 
 impl MediaStore for SqliteStore {
@@ -1158,11 +1293,11 @@ fn insert_archive_content(
     now: i64,
 ) -> Result<(), StoreError> {
     transaction
-        .prepare_cached(
+        .prepare_cached(&format!(
             "INSERT INTO archive_content(record_id, corp_id, seq, action, msgtype, msgtime, content, content_status,
-                                         attempts, updated_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-        )?
+                                         attempts, updated_at, search_rev)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, {NEXT_SEARCH_REV})"
+        ))?
         .execute(params![
             id,
             corp_id,
