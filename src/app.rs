@@ -2,7 +2,8 @@
 //!
 //! `start` opens the store, loads every key, builds the upstream client, the RSA pool, the
 //! ingestor, the mailbox, the abilities and the background workers (one puller per corp, the
-//! mailbox notifier, the async job runner, the readiness probe). `Service::serve` answers HTTP
+//! mailbox notifier, the async job runner, the media downloader and the search indexer for classic
+//! corps, the readiness probe). `Service::serve` answers HTTP
 //! until the shutdown signal, then stops the workers (a page being committed either commits whole
 //! or not at all).
 
@@ -25,6 +26,7 @@ use crate::ingest::{ArchiveSource, Ingestor, PullListener, PullScheduler};
 use crate::mailbox::{Mailbox, MailboxPolicy};
 use crate::media::{MediaFetcher, MediaFiles};
 use crate::metrics::Metrics;
+use crate::search::{Indexer, Search, SearchError};
 use crate::service::ZoneService;
 use crate::store::{SqliteStore, StoreError, StoreHealth, blocking};
 use crate::upstream::{UpstreamClient, UpstreamError};
@@ -48,6 +50,8 @@ pub enum StartError {
     Finance(String),
     #[error("cannot start the RSA pool: {0}")]
     Pool(String),
+    #[error("{0}")]
+    Search(#[from] SearchError),
 }
 
 /// The whole service, started.
@@ -162,6 +166,24 @@ fn media_fetcher(
     ))))
 }
 
+/// The full-text index of the classic archive's content, with this process as its writer, when
+/// any corp is on the classic archive. Its indexer wakes on every content commit.
+fn search_index(config: &Config, store: &Arc<SqliteStore>, ingestor: &Ingestor) -> Result<Option<Arc<Search>>, StartError> {
+    let Some(wake) = ingestor.content_wake() else { return Ok(None) };
+    let search = Search::open(&config.search.path, Arc::clone(store) as _, true)?;
+    Ok(Some(Arc::new(search.with_wake(wake))))
+}
+
+/// The corps whose content is kept (and searchable).
+fn content_corps(config: &Config) -> HashSet<CorpId> {
+    config
+        .corps
+        .iter()
+        .filter(|corp| matches!(corp.archive, Archive::FinanceSdk { .. }))
+        .map(|corp| corp.corp_id.clone())
+        .collect()
+}
+
 /// Builds everything and starts the background workers (pulls, notifications, async jobs,
 /// readiness) on the system clock. Call inside a Tokio runtime.
 pub fn start(config: Config) -> Result<Service, StartError> {
@@ -181,16 +203,18 @@ pub fn start_with_clock(config: Config, clock: Clock) -> Result<Service, StartEr
     let mailbox =
         Arc::new(Mailbox::new(Arc::clone(&store) as _, upstream.clone(), policy, clock.clone(), Arc::clone(&metrics)));
     let media = media_fetcher(&config, &store, &clock, Arc::clone(&metrics))?;
+    let search = search_index(&config, &store, &ingestor)?;
     let abilities = Abilities::new(
         Arc::clone(&store) as _,
         upstream.clone(),
         Arc::clone(&mailbox),
         config.abilities.invoke_apis.clone(),
     );
-    let abilities = Arc::new(match &media {
+    let abilities = match &media {
         Some(_) => abilities.with_media(Arc::clone(&store) as _, MediaFiles::new(&config.media.path)),
         None => abilities,
-    });
+    };
+    let abilities = Arc::new(abilities.with_search(search.clone(), content_corps(&config)));
     let jobs = Arc::new(JobRunner::new(
         Arc::clone(&store) as _,
         Arc::clone(&abilities),
@@ -215,6 +239,11 @@ pub fn start_with_clock(config: Config, clock: Clock) -> Result<Service, StartEr
         let media_pace = Pace { idle: Some(config.background.idle_poll), backoff };
         let wake = ingestor.media_wake().unwrap_or_default();
         tasks.push(background::spawn(media as _, wake, media_pace, shutdown.clone()));
+    }
+    if let Some(search) = search {
+        let index_pace = Pace { idle: Some(config.background.idle_poll), backoff };
+        let wake = search.wake();
+        tasks.push(background::spawn(Arc::new(Indexer::new(search)), wake, index_pace, shutdown.clone()));
     }
     let jobs_pace = Pace { idle: Some(config.background.idle_poll), backoff };
     tasks.push(background::spawn(Arc::clone(&jobs) as _, jobs.wake(), jobs_pace, shutdown.clone()));

@@ -8,7 +8,9 @@
 mod jobs;
 mod media;
 mod records;
+mod search;
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use serde::Deserialize;
@@ -16,17 +18,19 @@ use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
 pub use jobs::JobRunner;
+pub use search::NEEDS_FINANCE_SDK_MSG;
 
-use crate::domain::{Ability, AbilityCall, UNKNOWN_ABILITY, unix_now};
+use crate::domain::{Ability, AbilityCall, CorpId, UNKNOWN_ABILITY, unix_now};
 use crate::mailbox::{Fetched, INVALID_NOTIFY_ID, Mailbox};
 use crate::media::MediaFiles;
+use crate::search::Search;
 use crate::store::{MediaStore, RecordStore, StoreError};
 use crate::upstream::{UpstreamClient, UpstreamError};
 
 /// WeCom's "invalid parameter", used for every input that does not validate.
 pub const INVALID_PARAMETER: i64 = 40058;
 /// WeCom's "system busy, retry".
-const BUSY: i64 = -1;
+pub(crate) const BUSY: i64 = -1;
 /// WeCom's "bad msgid".
 const UNKNOWN_MSGID: i64 = 710601;
 
@@ -73,6 +77,10 @@ pub struct Abilities {
     invoke_apis: Vec<String>,
     /// The classic archive's media, when any corp uses it.
     media: Option<(Arc<dyn MediaStore>, MediaFiles)>,
+    /// The full-text index, when any corp uses the classic archive.
+    search: Option<Arc<Search>>,
+    /// The corps on the classic archive: the only ones with content to search.
+    content_corps: HashSet<CorpId>,
 }
 
 impl Abilities {
@@ -82,12 +90,19 @@ impl Abilities {
         mailbox: Arc<Mailbox>,
         invoke_apis: Vec<String>,
     ) -> Self {
-        Abilities { store, upstream, mailbox, invoke_apis, media: None }
+        Abilities { store, upstream, mailbox, invoke_apis, media: None, search: None, content_corps: HashSet::new() }
     }
 
     /// Serves `get_media` from `store` and `files`.
     pub fn with_media(mut self, store: Arc<dyn MediaStore>, files: MediaFiles) -> Self {
         self.media = Some((store, files));
+        self
+    }
+
+    /// Serves `search_messages` for `content_corps` from `search`.
+    pub fn with_search(mut self, search: Option<Arc<Search>>, content_corps: HashSet<CorpId>) -> Self {
+        self.search = search;
+        self.content_corps = content_corps;
         self
     }
 
@@ -109,6 +124,12 @@ impl Abilities {
             Ability::GetMedia => match &self.media {
                 Some((store, files)) => media::get_media(Arc::clone(store), files, call).await,
                 None => Err(AbilityError { errcode: UNKNOWN_MSGID, errmsg: "no corp here keeps media".into() }),
+            },
+            Ability::SearchMessages => match &self.search {
+                Some(search) if self.content_corps.contains(&call.corp_id) => {
+                    search::search_messages(Arc::clone(search), call).await
+                }
+                _ => Err(AbilityError { errcode: search::NEEDS_FINANCE_SDK, errmsg: search::NEEDS_FINANCE_SDK_MSG.into() }),
             },
             Ability::Invoke(api) if self.invoke_apis.iter().any(|allowed| allowed == api) => {
                 self.invoke(call, api).await

@@ -12,6 +12,7 @@
 pub mod abilities;
 pub mod archive;
 pub mod front_door;
+pub mod search;
 mod load;
 
 use std::io::Write;

@@ -90,6 +90,7 @@ pub struct Config {
     pub background: BackgroundConfig,
     pub finance_sdk: FinanceSdkConfig,
     pub media: MediaConfig,
+    pub search: SearchConfig,
     pub corps: Vec<CorpConfig>,
     /// The file the configuration was read from, if any.
     pub source: Option<PathBuf>,
@@ -243,6 +244,13 @@ pub struct MediaConfig {
     pub path: PathBuf,
     /// Larger files are not downloaded (status `too_large`).
     pub max_file_bytes: u64,
+}
+
+/// `[search]`: the full-text index of the classic archive's content.
+#[derive(Debug, Clone)]
+pub struct SearchConfig {
+    /// The index's own folder; rebuildable from the store (`reindex`).
+    pub path: PathBuf,
 }
 
 /// Where a corp's chat records come from.

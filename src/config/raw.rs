@@ -16,7 +16,7 @@ use super::{
     AbilitiesConfig, BackgroundConfig, Config, ConfigError, CorpConfig, IngestConfig, LogConfig, LogFormat,
     MailboxConfig, PrivateKeyConfig, Secret, ServerConfig, StorageConfig, UpstreamConfig, validate_corps,
 };
-use super::{Archive, FinanceSdkConfig, MediaConfig};
+use super::{Archive, FinanceSdkConfig, MediaConfig, SearchConfig};
 
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
@@ -41,6 +41,7 @@ pub(super) struct RawConfig {
     finance_sdk: RawFinanceSdk,
     #[serde(default)]
     media: RawMedia,
+    search: RawSearch,
     #[serde(default)]
     corp: Vec<RawCorp>,
 }
@@ -91,6 +92,18 @@ struct RawMedia {
 impl Default for RawMedia {
     fn default() -> Self {
         RawMedia { path: PathBuf::from("data/media"), max_file_bytes: 100 << 20 }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawSearch {
+    path: PathBuf,
+}
+
+impl Default for RawSearch {
+    fn default() -> Self {
+        RawSearch { path: PathBuf::from("data/search") }
     }
 }
 
@@ -336,6 +349,7 @@ impl RawConfig {
         Ok(Config {
             finance_sdk,
             media: self.media.validate()?,
+            search: SearchConfig { path: self.search.path },
             ingest,
             server: self.server.validate()?,
             storage: StorageConfig { path: self.storage.path },

@@ -32,6 +32,8 @@ pub enum Ability<'a> {
     IngestStatus,
     /// A classic archive message's media file, in ranges.
     GetMedia,
+    /// Full-text search over classic archive content.
+    SearchMessages,
     /// `invoke_<api>`: a pass-through to WeCom's API `<api>` (allowed or not is config's call).
     Invoke(&'a str),
     Unknown(&'a str),
@@ -46,6 +48,7 @@ impl<'a> Ability<'a> {
             "list_conversations" => Ability::ListConversations,
             "ingest_status" => Ability::IngestStatus,
             "get_media" => Ability::GetMedia,
+            "search_messages" => Ability::SearchMessages,
             other => match other.strip_prefix("invoke_") {
                 Some(api) if !api.is_empty() => Ability::Invoke(api),
                 _ => Ability::Unknown(other),
@@ -62,6 +65,7 @@ impl<'a> Ability<'a> {
             Ability::ListConversations => "ability:list_conversations",
             Ability::IngestStatus => "ability:ingest_status",
             Ability::GetMedia => "ability:get_media",
+            Ability::SearchMessages => "ability:search_messages",
             Ability::Invoke(_) => "ability:invoke",
             Ability::Unknown(_) => "ability:other",
         }

@@ -60,11 +60,19 @@ pub struct ArchiveSource {
     page_limit: u32,
     /// Told when committed content queued media files.
     media_wake: Arc<Notify>,
+    /// Told whenever content was committed (the search indexer waits on it).
+    content_wake: Arc<Notify>,
 }
 
 impl ArchiveSource {
     pub fn new(supervisor: Arc<Supervisor>, corps: HashSet<CorpId>, page_limit: u32) -> ArchiveSource {
-        ArchiveSource { supervisor, corps, page_limit, media_wake: Arc::new(Notify::new()) }
+        ArchiveSource {
+            supervisor,
+            corps,
+            page_limit,
+            media_wake: Arc::new(Notify::new()),
+            content_wake: Arc::new(Notify::new()),
+        }
     }
 
     pub fn supervisor(&self) -> &Arc<Supervisor> {
@@ -76,7 +84,15 @@ impl ArchiveSource {
         Arc::clone(&self.media_wake)
     }
 
-    fn queued_media<'r>(&self, records: impl IntoIterator<Item = &'r NewRecord>) {
+    /// Notified whenever content was committed (the search indexer waits on it).
+    pub fn content_wake(&self) -> Arc<Notify> {
+        Arc::clone(&self.content_wake)
+    }
+
+    /// After a commit of `records`' content: wakes the indexer, and the media worker when any
+    /// media file was queued.
+    fn committed<'r>(&self, records: impl IntoIterator<Item = &'r NewRecord>) {
+        self.content_wake.notify_one();
         let any =
             records.into_iter().any(|record| record.archive.as_ref().is_some_and(|archive| !archive.media.is_empty()));
         if any {
@@ -222,7 +238,7 @@ impl ArchivePull<'_> {
             let (outcome, commit) =
                 blocking(move || store.commit_page(&commit).map(|outcome| (outcome, commit))).await?;
             self.metrics.page_committed(corp_id, outcome.inserted, outcome.duplicates);
-            self.source.queued_media(&commit.records);
+            self.source.committed(&commit.records);
             summary.pages += 1;
             summary.inserted += outcome.inserted;
             summary.duplicates += outcome.duplicates;
@@ -329,7 +345,7 @@ impl ArchivePull<'_> {
             let store = Arc::clone(self.store);
             let owned_corp = corp_id.to_owned();
             let updates = blocking(move || store.set_archive_content(&owned_corp, &updates).map(|()| updates)).await?;
-            self.source.queued_media(updates.iter().map(|update| &update.record));
+            self.source.committed(updates.iter().map(|update| &update.record));
             recovered += now_ok;
         }
         if recovered > 0 {

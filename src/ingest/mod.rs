@@ -129,6 +129,11 @@ impl Ingestor {
         self.archive.as_ref().map(|source| source.media_wake())
     }
 
+    /// Notified after every commit of classic archive content (the search indexer waits on it).
+    pub fn content_wake(&self) -> Option<Arc<tokio::sync::Notify>> {
+        self.archive.as_ref().map(|source| source.content_wake())
+    }
+
     /// Pulls the corps `archive` serves through the finance SDK.
     pub fn with_archive(mut self, archive: Arc<ArchiveSource>) -> Ingestor {
         self.archive = Some(archive);

@@ -13,17 +13,18 @@
 //! commit, never from a position it did not reach.
 
 use std::cmp::Reverse;
-use std::collections::BinaryHeap;
+use std::collections::{BinaryHeap, HashMap};
 use std::path::Path;
+use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
-use tantivy::collector::{Collector, SegmentCollector};
 use tantivy::columnar::Column;
 use tantivy::directory::MmapDirectory;
-use tantivy::query::{BooleanQuery, Occur, PhraseQuery, Query, TermQuery};
+use tantivy::index::SegmentId;
+use tantivy::query::{BooleanQuery, EnableScoring, Occur, PhraseQuery, Query, TermQuery};
 use tantivy::schema::{FAST, INDEXED, IndexRecordOption, STRING, Schema, TextFieldIndexing, TextOptions};
 use tantivy::tokenizer::{TextAnalyzer, Token, TokenStream, Tokenizer};
-use tantivy::{DocId, Index, IndexReader, IndexWriter, ReloadPolicy, Score, SegmentReader, TantivyDocument, Term};
+use tantivy::{DocSet, Index, IndexReader, IndexWriter, ReloadPolicy, SegmentReader, TantivyDocument, Term};
 
 use super::SearchError;
 use crate::store::SearchMark;
@@ -104,6 +105,8 @@ pub struct TextIndex {
     index: Index,
     reader: IndexReader,
     fields: Fields,
+    /// Per segment (segments never change once written).
+    block_times: Mutex<HashMap<SegmentId, Arc<BlockTimes>>>,
 }
 
 impl TextIndex {
@@ -126,7 +129,7 @@ impl TextIndex {
         };
         index.tokenizers().register(GRAMS, TextAnalyzer::from(GramTokenizer::default()));
         let reader = index.reader_builder().reload_policy(ReloadPolicy::Manual).try_into()?;
-        Ok(TextIndex { index, reader, fields })
+        Ok(TextIndex { index, reader, fields, block_times: Mutex::new(HashMap::new()) })
     }
 
     /// What the last commit applied (nothing, for a new index).
@@ -179,8 +182,7 @@ impl TextIndex {
         if let Some(msgtype) = query.msgtype {
             clauses.push((Occur::Must, exact(fields.msgtype, msgtype)));
         }
-        let collector = NewestFirst { limit: query.limit, range: query.msgtime_range, before: query.before };
-        Ok(self.reader.searcher().search(&BooleanQuery::new(clauses), &collector)?)
+        self.newest(&BooleanQuery::new(clauses), query.msgtime_range, query.before, query.limit)
     }
 }
 
@@ -361,63 +363,43 @@ impl TokenStream for GramStream<'_> {
     }
 }
 
-/// The newest `limit` matching documents within a time range and before a keyset position.
-struct NewestFirst {
-    limit: usize,
-    range: (i64, i64),
-    before: Option<(i64, i64)>,
+/// Documents per block of the newest-first scan.
+const BLOCK: u32 = 1024;
+/// Blocks scanned by the first batch (later batches double).
+const FIRST_BATCH: usize = 4;
+
+/// The msgtime range of each block of a segment's documents: what lets a search read the newest
+/// blocks first and stop as soon as no unread block can hold a newer hit.
+struct BlockTimes {
+    /// `(min, max)` msgtime per block.
+    ranges: Vec<(i64, i64)>,
 }
 
-struct NewestFirstSegment {
-    msgtime: Column<i64>,
-    record_id: Column<i64>,
+impl BlockTimes {
+    fn of(segment: &SegmentReader) -> Result<BlockTimes, SearchError> {
+        let msgtime = segment.fast_fields().i64("msgtime")?;
+        let ranges = (0..segment.max_doc())
+            .step_by(BLOCK as usize)
+            .map(|start| {
+                let end = (start + BLOCK).min(segment.max_doc());
+                (start..end).filter_map(|doc| msgtime.first(doc)).fold((i64::MAX, i64::MIN), |(low, high), time| {
+                    (low.min(time), high.max(time))
+                })
+            })
+            .collect();
+        Ok(BlockTimes { ranges })
+    }
+}
+
+/// The best `limit` keys so far, newest first once sorted.
+struct TopKeys {
     limit: usize,
-    range: (i64, i64),
-    before: Option<(i64, i64)>,
-    /// The best so far, smallest on top.
+    /// Smallest on top.
     best: BinaryHeap<Reverse<(i64, i64)>>,
 }
 
-impl Collector for NewestFirst {
-    type Fruit = Vec<(i64, i64)>;
-    type Child = NewestFirstSegment;
-
-    fn for_segment(&self, _: u32, segment: &SegmentReader) -> tantivy::Result<NewestFirstSegment> {
-        let fast = segment.fast_fields();
-        Ok(NewestFirstSegment {
-            msgtime: fast.i64("msgtime")?,
-            record_id: fast.i64("record_id")?,
-            limit: self.limit,
-            range: self.range,
-            before: self.before,
-            best: BinaryHeap::with_capacity(self.limit + 1),
-        })
-    }
-
-    fn requires_scoring(&self) -> bool {
-        false
-    }
-
-    fn merge_fruits(&self, fruits: Vec<Vec<(i64, i64)>>) -> tantivy::Result<Vec<(i64, i64)>> {
-        let mut all: Vec<(i64, i64)> = fruits.into_iter().flatten().collect();
-        all.sort_unstable_by(|a, b| b.cmp(a));
-        all.truncate(self.limit);
-        Ok(all)
-    }
-}
-
-impl SegmentCollector for NewestFirstSegment {
-    type Fruit = Vec<(i64, i64)>;
-
-    fn collect(&mut self, doc: DocId, _: Score) {
-        let (Some(msgtime), Some(record_id)) = (self.msgtime.first(doc), self.record_id.first(doc)) else { return };
-        if msgtime < self.range.0 || msgtime > self.range.1 {
-            return;
-        }
-        let key = (msgtime, record_id);
-        if self.before.is_some_and(|before| key >= before) || self.limit == 0 {
-            return;
-        }
+impl TopKeys {
+    fn offer(&mut self, key: (i64, i64)) {
         if self.best.len() < self.limit {
             self.best.push(Reverse(key));
         } else if self.best.peek().is_some_and(|Reverse(worst)| key > *worst) {
@@ -426,9 +408,108 @@ impl SegmentCollector for NewestFirstSegment {
         }
     }
 
-    fn harvest(self) -> Vec<(i64, i64)> {
-        self.best.into_iter().map(|Reverse(key)| key).collect()
+    /// Whether a block whose newest message is at `max` can still add a key.
+    fn wants(&self, max: i64) -> bool {
+        self.best.len() < self.limit || self.best.peek().is_some_and(|Reverse(worst)| max >= worst.0)
     }
+
+    fn into_sorted(self) -> Vec<(i64, i64)> {
+        let mut keys: Vec<(i64, i64)> = self.best.into_iter().map(|Reverse(key)| key).collect();
+        keys.sort_unstable_by(|a, b| b.cmp(a));
+        keys
+    }
+}
+
+impl TextIndex {
+    /// The newest `limit` matches of `query` within `range` and before `before`: blocks of every
+    /// segment in order of their newest message, in batches that double, until no unread block
+    /// can hold a key newer than the `limit`-th best. Exact, whatever the documents' order.
+    fn newest(
+        &self,
+        query: &dyn Query,
+        range: (i64, i64),
+        before: Option<(i64, i64)>,
+        limit: usize,
+    ) -> Result<Vec<(i64, i64)>, SearchError> {
+        let searcher = self.reader.searcher();
+        let weight = query.weight(EnableScoring::disabled_from_searcher(&searcher))?;
+        let high = before.map_or(range.1, |before| before.0.min(range.1));
+        let mut blocks: Vec<(i64, usize, u32)> = Vec::new();
+        for (ordinal, segment) in searcher.segment_readers().iter().enumerate() {
+            let times = self.block_times(segment)?;
+            for (block, &(low, max)) in times.ranges.iter().enumerate() {
+                if max >= range.0 && low <= high {
+                    blocks.push((max, ordinal, block as u32));
+                }
+            }
+        }
+        blocks.sort_unstable_by(|a, b| b.0.cmp(&a.0));
+        let mut top = TopKeys { limit, best: BinaryHeap::with_capacity(limit + 1) };
+        let (mut next, mut batch_size) = (0, FIRST_BATCH);
+        while next < blocks.len() && limit > 0 && top.wants(blocks[next].0) {
+            let end = (next + batch_size).min(blocks.len());
+            let mut batch: Vec<(usize, u32)> =
+                blocks[next..end].iter().filter(|block| top.wants(block.0)).map(|&(_, s, b)| (s, b)).collect();
+            batch.sort_unstable();
+            for group in batch.chunk_by(|a, b| a.0 == b.0) {
+                let segment = &searcher.segment_readers()[group[0].0];
+                let blocks = group.iter().map(|&(_, block)| block);
+                scan_blocks(weight.as_ref(), segment, blocks, (range.0, range.1), before, &mut top)?;
+            }
+            next = end;
+            batch_size *= 2;
+        }
+        Ok(top.into_sorted())
+    }
+
+    fn block_times(&self, segment: &SegmentReader) -> Result<Arc<BlockTimes>, SearchError> {
+        let id = segment.segment_id();
+        let mut cache = self.block_times.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(times) = cache.get(&id) {
+            return Ok(Arc::clone(times));
+        }
+        let times = Arc::new(BlockTimes::of(segment)?);
+        if cache.len() > 256 {
+            // Segments merged away leave their entries behind: start over now and then.
+            cache.clear();
+        }
+        cache.insert(id, Arc::clone(&times));
+        Ok(times)
+    }
+}
+
+/// Offers every live match in `blocks` (ascending) of `segment` to `top`.
+fn scan_blocks(
+    weight: &dyn tantivy::query::Weight,
+    segment: &SegmentReader,
+    blocks: impl Iterator<Item = u32>,
+    range: (i64, i64),
+    before: Option<(i64, i64)>,
+    top: &mut TopKeys,
+) -> Result<(), SearchError> {
+    let fast = segment.fast_fields();
+    let (msgtime, record_id): (Column<i64>, Column<i64>) = (fast.i64("msgtime")?, fast.i64("record_id")?);
+    let alive = segment.alive_bitset();
+    let mut scorer = weight.scorer(segment, 1.0)?;
+    for block in blocks {
+        let (start, end) = (block * BLOCK, ((block + 1) * BLOCK).min(segment.max_doc()));
+        let mut doc = scorer.doc();
+        if doc < start {
+            doc = scorer.seek(start);
+        }
+        while doc < end {
+            if alive.is_none_or(|alive| alive.is_alive(doc)) {
+                if let (Some(time), Some(id)) = (msgtime.first(doc), record_id.first(doc)) {
+                    let key = (time, id);
+                    if time >= range.0 && time <= range.1 && before.is_none_or(|before| key < before) {
+                        top.offer(key);
+                    }
+                }
+            }
+            doc = scorer.advance();
+        }
+    }
+    Ok(())
 }
 
 impl From<tantivy::TantivyError> for SearchError {

@@ -157,6 +157,12 @@ impl Search {
         }
     }
 
+    /// Shares `wake` (the ingest's content notifications) as the indexer's wake-up.
+    pub fn with_wake(mut self, wake: Arc<Notify>) -> Search {
+        self.wake = wake;
+        self
+    }
+
     pub fn path(&self) -> &Path {
         &self.path
     }
@@ -238,11 +244,16 @@ impl Search {
                 break;
             }
         }
+        self.settle()?;
+        Ok(self.index.num_docs())
+    }
+
+    /// Releases the writer once its background merges are done, so the index is compact.
+    pub fn settle(&self) -> Result<(), SearchError> {
         if let Some(writer) = self.lock_writer().take() {
             writer.finish_merges()?;
         }
-        self.index.reload()?;
-        Ok(self.index.num_docs())
+        self.index.reload()
     }
 
     /// Waits (up to `timeout`) until the index has applied everything the store held when called;

@@ -816,6 +816,7 @@ pub struct LikeQuery {
     /// Each must occur in the content (SQLite's LIKE: ASCII case-insensitive).
     pub terms: Vec<String>,
     pub userid: Option<String>,
+    pub roomid: Option<String>,
     pub msgtype: Option<String>,
     /// Milliseconds, inclusive.
     pub msgtime_range: Option<(i64, i64)>,
@@ -839,6 +840,10 @@ impl SqliteStore {
             let placeholder = format!("?{}", values.len() + 1);
             sql = sql.replace("?1x", &placeholder);
             values.push(userid.clone().into());
+        }
+        if let Some(roomid) = &query.roomid {
+            sql.push_str(" AND json_extract(content, '$.roomid') = ?");
+            values.push(roomid.clone().into());
         }
         if let Some(msgtype) = &query.msgtype {
             sql.push_str(" AND msgtype = ?");

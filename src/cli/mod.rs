@@ -11,6 +11,8 @@ use crate::app::{self, RunError, StartError};
 use crate::config::{Config, ConfigError};
 use crate::telemetry;
 
+mod search;
+
 #[derive(Debug, Parser)]
 #[command(name = "wecom-zone", version, about = "WeCom 数据与智能专区 zone program")]
 pub struct Cli {
@@ -100,6 +102,42 @@ enum Command {
         #[arg(long, default_value_t = 3000)]
         timeout_ms: u64,
     },
+    /// Search the stored content of classic archive corps; print hits with highlighted snippets.
+    Search {
+        /// Config file; without it, config/wecom-zone.toml is read when present.
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// The corp to search (default: the only finance_sdk corp).
+        #[arg(long)]
+        corp: Option<String>,
+        /// Whitespace-separated terms; a message matches when it contains every one.
+        #[arg(required = true, num_args = 1.., value_name = "QUERY")]
+        query: Vec<String>,
+        /// Only messages this user sent or received.
+        #[arg(long)]
+        userid: Option<String>,
+        /// Only messages in this group chat.
+        #[arg(long)]
+        roomid: Option<String>,
+        /// Only messages of this type (WeCom's msgtype, e.g. text, file).
+        #[arg(long)]
+        msgtype: Option<String>,
+        /// Sent at or after: Unix seconds, or YYYY-MM-DD[ HH:MM[:SS]] in Beijing time (UTC+8).
+        #[arg(long, value_name = "T")]
+        since: Option<String>,
+        /// Sent at or before: as --since (a bare date means the end of that day).
+        #[arg(long, value_name = "T")]
+        until: Option<String>,
+        /// Hits to print (1 to 100).
+        #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=100))]
+        limit: u32,
+    },
+    /// Rebuild the search index from the store (the store is the truth). Stop the service first.
+    Reindex {
+        /// Config file; without it, config/wecom-zone.toml is read when present.
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+    },
     /// Run one finance SDK worker (the service spawns these; they talk over stdin/stdout).
     #[command(hide = true)]
     FinanceWorker {
@@ -131,6 +169,13 @@ enum BenchCommand {
         /// SDK worker (the stand-in SDK), measured against `openssl speed` in the same run.
         #[arg(long, value_enum, default_value_t = BenchArchive::Zone)]
         archive: BenchArchive,
+    },
+    /// Index N synthetic Chinese/English messages from a store, then time a fixed query mix,
+    /// each query also as the SQLite LIKE scan a user would otherwise write.
+    Search {
+        /// How many messages to store and index.
+        #[arg(long, default_value_t = 1_000_000)]
+        messages: usize,
     },
     /// Serve the real service and a bare axum handler side by side on loopback, drive both with
     /// the same keep-alive load, and compare their request rates.
@@ -204,6 +249,12 @@ fn run(command: Command) -> Result<(), CliError> {
         Command::Bench { bench: BenchCommand::FrontDoor { seconds, connections } } => {
             bench_front_door(seconds, connections as usize)
         }
+        Command::Bench { bench: BenchCommand::Search { messages } } => bench_search(messages),
+        Command::Search { config, corp, query, userid, roomid, msgtype, since, until, limit } => {
+            let filters = search::Filters { userid, roomid, msgtype, since, until, limit };
+            search::search(config, corp, &query.join(" "), filters)
+        }
+        Command::Reindex { config } => search::reindex(config),
         Command::Healthcheck { url, timeout_ms } => healthcheck(&url, Duration::from_millis(timeout_ms)),
         Command::FinanceWorker { library } => match crate::finance::worker::run(&library) {
             0 => Ok(()),
@@ -278,6 +329,15 @@ fn bench_abilities(records: usize) -> Result<(), CliError> {
     runtime()?
         .block_on(crate::bench::abilities::run(records, &mut std::io::stdout()))
         .map_err(|error| runtime_error("bench", error))?;
+    Ok(())
+}
+
+fn bench_search(messages: usize) -> Result<(), CliError> {
+    if messages == 0 {
+        return Err(CliError::Usage("bench search: --messages must be at least 1".into()));
+    }
+    telemetry::init(crate::config::LogFormat::Text, "warn");
+    crate::bench::search::run(messages, &mut std::io::stdout()).map_err(|error| runtime_error("bench", error))?;
     Ok(())
 }
 
