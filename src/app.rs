@@ -168,7 +168,11 @@ fn media_fetcher(
 
 /// The full-text index of the classic archive's content, with this process as its writer, when
 /// any corp is on the classic archive. Its indexer wakes on every content commit.
-fn search_index(config: &Config, store: &Arc<SqliteStore>, ingestor: &Ingestor) -> Result<Option<Arc<Search>>, StartError> {
+fn search_index(
+    config: &Config,
+    store: &Arc<SqliteStore>,
+    ingestor: &Ingestor,
+) -> Result<Option<Arc<Search>>, StartError> {
     let Some(wake) = ingestor.content_wake() else { return Ok(None) };
     let search = Search::open(&config.search.path, Arc::clone(store) as _, true)?;
     Ok(Some(Arc::new(search.with_wake(wake))))

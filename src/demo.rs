@@ -332,6 +332,8 @@ timeout_s = 5
 call_deadline_ms = 10000
 [media]
 path = {media:?}
+[search]
+path = {search:?}
 {corp}
 [[corp]]
 corp_id = "{CLASSIC_CORP_ID}"
@@ -347,6 +349,7 @@ private_keys = [ {private_keys} ]
         library = classic.library.display().to_string(),
         proxy = classic.simulator.proxy(),
         media = dir.join("media").display().to_string(),
+        search = dir.join("search").display().to_string(),
         archive_secret = classic.secret,
         token = classic.token,
         aes_key = classic.aes_key,

@@ -129,7 +129,10 @@ impl Abilities {
                 Some(search) if self.content_corps.contains(&call.corp_id) => {
                     search::search_messages(Arc::clone(search), call).await
                 }
-                _ => Err(AbilityError { errcode: search::NEEDS_FINANCE_SDK, errmsg: search::NEEDS_FINANCE_SDK_MSG.into() }),
+                _ => Err(AbilityError {
+                    errcode: search::NEEDS_FINANCE_SDK,
+                    errmsg: search::NEEDS_FINANCE_SDK_MSG.into(),
+                }),
             },
             Ability::Invoke(api) if self.invoke_apis.iter().any(|allowed| allowed == api) => {
                 self.invoke(call, api).await

@@ -49,7 +49,8 @@ pub async fn search_messages(search: Arc<Search>, call: &AbilityCall) -> Result<
 
 fn request(call: &AbilityCall) -> Result<SearchRequest, AbilityError> {
     let input: Input = parse_input(&call.request_data)?;
-    let terms = Terms::parse(&input.query).map_err(|error| AbilityError::invalid(format!("invalid field `query`: {error}")))?;
+    let terms =
+        Terms::parse(&input.query).map_err(|error| AbilityError::invalid(format!("invalid field `query`: {error}")))?;
     let limit = match input.limit {
         None => DEFAULT_LIMIT,
         Some(limit) if (1..=MAX_LIMIT as u32).contains(&limit) => limit as usize,

@@ -145,6 +145,10 @@ library = {library:?}
 proxy = "{proxy}"
 page_limit = {page_limit}
 worker = {worker:?}
+[media]
+path = {media:?}
+[search]
+path = {search:?}
 [[corp]]
 corp_id = "{CORP_ID}"
 archive = "finance_sdk"
@@ -154,6 +158,8 @@ encoding_aes_key = "{aes_key}"
 private_keys = [ {{ version = 1, pem = """{private_pem}""" }} ]
 "#,
         storage = storage.display().to_string(),
+        media = workdir.path().join("media").display().to_string(),
+        search = workdir.path().join("search").display().to_string(),
         library = library.display().to_string(),
         proxy = simulator.proxy(),
         aes_key = "b".repeat(43),

@@ -12,8 +12,8 @@
 pub mod abilities;
 pub mod archive;
 pub mod front_door;
-pub mod search;
 mod load;
+pub mod search;
 
 use std::io::Write;
 use std::sync::Arc;

@@ -28,13 +28,62 @@ const LIMIT: usize = 20;
 const STEP_MS: i64 = 10_000;
 
 const PHRASES: &[&str] = &[
-    "退款", "合同", "报价单", "发票", "客户回访", "会议纪要", "物流", "订单", "售后服务", "产品演示", "价格调整",
-    "付款方式", "交货日期", "质量问题", "投诉", "优惠活动", "续约", "保修", "安装", "培训", "您好", "请确认一下",
-    "我们已经", "明天", "下午三点", "没问题", "谢谢", "稍等", "的", "了", "是不是", "可以吗", "收到", "好的",
+    "退款",
+    "合同",
+    "报价单",
+    "发票",
+    "客户回访",
+    "会议纪要",
+    "物流",
+    "订单",
+    "售后服务",
+    "产品演示",
+    "价格调整",
+    "付款方式",
+    "交货日期",
+    "质量问题",
+    "投诉",
+    "优惠活动",
+    "续约",
+    "保修",
+    "安装",
+    "培训",
+    "您好",
+    "请确认一下",
+    "我们已经",
+    "明天",
+    "下午三点",
+    "没问题",
+    "谢谢",
+    "稍等",
+    "的",
+    "了",
+    "是不是",
+    "可以吗",
+    "收到",
+    "好的",
 ];
 const WORDS: &[&str] = &[
-    "refund", "invoice", "contract", "delivery", "quarterly", "report", "meeting", "price", "discount", "warranty",
-    "schedule", "shipment", "payment", "order", "support", "please", "confirm", "tomorrow", "thanks", "the",
+    "refund",
+    "invoice",
+    "contract",
+    "delivery",
+    "quarterly",
+    "report",
+    "meeting",
+    "price",
+    "discount",
+    "warranty",
+    "schedule",
+    "shipment",
+    "payment",
+    "order",
+    "support",
+    "please",
+    "confirm",
+    "tomorrow",
+    "thanks",
+    "the",
 ];
 
 /// One query of the mix.
@@ -69,7 +118,9 @@ fn query_mix() -> Vec<Shape> {
         Shape { roomid: Some(room(3)), ..Shape::plain("CJK + roomid", "售后服务") },
         Shape { msgtype: Some("file"), ..Shape::plain("word + msgtype file", "report") },
         Shape { days: Some(3), ..Shape::plain("CJK + last 3 days", "退款") },
-        Shape { userid: Some(user(11)), days: Some(30), ..Shape::plain("two terms + userid + 30 days", "发票 price") },
+        Shape {
+            userid: Some(user(11)), days: Some(30), ..Shape::plain("two terms + userid + 30 days", "发票 price")
+        },
     ]
 }
 
@@ -116,7 +167,11 @@ pub fn run(messages: usize, out: &mut dyn Write) -> Result<SearchFigures, BenchE
         search.num_docs()
     );
 
-    let _ = writeln!(out, "{:<30} {:>6} {:>10} {:>10} {:>12} {:>12}", "query", "hits", "p50 ms", "p95 ms", "LIKE p50", "LIKE p95");
+    let _ = writeln!(
+        out,
+        "{:<30} {:>6} {:>10} {:>10} {:>12} {:>12}",
+        "query", "hits", "p50 ms", "p95 ms", "LIKE p50", "LIKE p95"
+    );
     let mut all = Vec::new();
     let mut like_all = Vec::new();
     for shape in query_mix() {
@@ -157,7 +212,8 @@ pub fn run(messages: usize, out: &mut dyn Write) -> Result<SearchFigures, BenchE
         }
         let (p50, p95) = (percentile(&mut latencies, 0.50), percentile(&mut latencies, 0.95));
         let (like_p50, like_p95) = (percentile(&mut like_latencies, 0.50), percentile(&mut like_latencies, 0.95));
-        let _ = writeln!(out, "{:<30} {hits:>6} {p50:>10.2} {p95:>10.2} {like_p50:>12.1} {like_p95:>12.1}", shape.label);
+        let _ =
+            writeln!(out, "{:<30} {hits:>6} {p50:>10.2} {p95:>10.2} {like_p50:>12.1} {like_p95:>12.1}", shape.label);
         all.extend(latencies);
         like_all.extend(like_latencies);
     }
@@ -213,7 +269,12 @@ fn fill(store: &SqliteStore, messages: usize, newest_ms: i64) -> Result<(), crat
         let end = (start + PAGE).min(messages);
         let records = (start..end).map(|index| record(&mut random, index, first_ms + index as i64 * STEP_MS)).collect();
         let cursor_out = end.to_string();
-        store.commit_page(&PageCommit { corp_id: CORP_ID.into(), cursor_in: Some(start.to_string()), cursor_out, records })?;
+        store.commit_page(&PageCommit {
+            corp_id: CORP_ID.into(),
+            cursor_in: Some(start.to_string()),
+            cursor_out,
+            records,
+        })?;
     }
     Ok(())
 }
@@ -258,12 +319,23 @@ fn record(random: &mut SplitMix, index: usize, msgtime: i64) -> NewRecord {
 fn payload(random: &mut SplitMix) -> (&'static str, Value) {
     match random.below(100) {
         0..=79 => ("text", json!({"content": sentence(random)})),
-        80..=84 => ("file", json!({"filename": format!("{}-{}.pdf", WORDS[random.below(WORDS.len())], PHRASES[random.below(8)]), "md5sum": "0", "filesize": 1, "sdkfileid": "x"})),
-        85..=89 => ("link", json!({"title": sentence(random), "description": WORDS[random.below(WORDS.len())], "link_url": "https://example.com/"})),
-        90..=92 => ("mixed", json!({"item": [{"type": "text", "content": json!({"content": sentence(random)}).to_string()}]})),
-        93..=95 => ("chatrecord", json!({"title": "聊天记录", "item": [
-            {"type": "ChatRecordText", "msgtime": 1, "content": json!({"content": sentence(random)}).to_string(), "from_chatroom": false}
-        ]})),
+        80..=84 => (
+            "file",
+            json!({"filename": format!("{}-{}.pdf", WORDS[random.below(WORDS.len())], PHRASES[random.below(8)]), "md5sum": "0", "filesize": 1, "sdkfileid": "x"}),
+        ),
+        85..=89 => (
+            "link",
+            json!({"title": sentence(random), "description": WORDS[random.below(WORDS.len())], "link_url": "https://example.com/"}),
+        ),
+        90..=92 => {
+            ("mixed", json!({"item": [{"type": "text", "content": json!({"content": sentence(random)}).to_string()}]}))
+        }
+        93..=95 => (
+            "chatrecord",
+            json!({"title": "聊天记录", "item": [
+                {"type": "ChatRecordText", "msgtime": 1, "content": json!({"content": sentence(random)}).to_string(), "from_chatroom": false}
+            ]}),
+        ),
         96..=97 => ("markdown", json!({"content": format!("**{}**", sentence(random))})),
         _ => ("image", json!({"md5sum": "0", "filesize": 1, "sdkfileid": "x"})),
     }

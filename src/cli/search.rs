@@ -126,7 +126,10 @@ fn content_corp(config: &Config, named: Option<&str>) -> Result<String, CliError
             let corps: Vec<_> = config.corps.iter().filter(classic).collect();
             match corps.as_slice() {
                 [corp] => Ok(corp.corp_id.to_string()),
-                [] => Err(CliError::Usage(format!("search: no corp here has content: {}", crate::abilities::NEEDS_FINANCE_SDK_MSG))),
+                [] => Err(CliError::Usage(format!(
+                    "search: no corp here has content: {}",
+                    crate::abilities::NEEDS_FINANCE_SDK_MSG
+                ))),
                 _ => Err(CliError::Usage("search: several corps have content; name one with --corp".into())),
             }
         }
@@ -136,20 +139,21 @@ fn content_corp(config: &Config, named: Option<&str>) -> Result<String, CliError
 /// The store at `path`, which must exist (the service creates it).
 fn open_store(path: &Path) -> Result<Arc<SqliteStore>, CliError> {
     if !path.exists() {
-        return Err(CliError::Runtime(format!("no store at {}: has the service run with this config?", path.display())));
+        return Err(CliError::Runtime(format!(
+            "no store at {}: has the service run with this config?",
+            path.display()
+        )));
     }
     SqliteStore::open(path).map(Arc::new).map_err(|error| runtime_error("storage", error))
 }
 
 fn print_hit(out: &mut impl Write, hit: &SearchHit, color: bool) -> std::io::Result<()> {
-    let place = if hit.roomid.is_empty() { format!("to {}", hit.tolist.join(",")) } else { format!("in {}", hit.roomid) };
+    let place =
+        if hit.roomid.is_empty() { format!("to {}", hit.tolist.join(",")) } else { format!("in {}", hit.roomid) };
     let recalled = if hit.recalled { " [recalled]" } else { "" };
     writeln!(out, "{}  {} {place}  {}  {}{recalled}", format_time(hit.msgtime), hit.from, hit.msgtype, hit.msgid)?;
-    let snippet = if color {
-        hit.snippet.replace("<em>", "\x1b[1;31m").replace("</em>", "\x1b[0m")
-    } else {
-        hit.snippet.clone()
-    };
+    let snippet =
+        if color { hit.snippet.replace("<em>", "\x1b[1;31m").replace("</em>", "\x1b[0m") } else { hit.snippet.clone() };
     writeln!(out, "    {snippet}")
 }
 

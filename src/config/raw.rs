@@ -41,6 +41,7 @@ pub(super) struct RawConfig {
     finance_sdk: RawFinanceSdk,
     #[serde(default)]
     media: RawMedia,
+    #[serde(default)]
     search: RawSearch,
     #[serde(default)]
     corp: Vec<RawCorp>,

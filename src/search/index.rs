@@ -112,12 +112,14 @@ pub struct TextIndex {
 impl TextIndex {
     /// Opens the index in `path`, creating it when there is none. An index of another version
     /// (or one that cannot be opened) is removed and created empty: the store rebuilds it.
-    pub fn open(path: &Path) -> Result<TextIndex, SearchError> {
-        std::fs::create_dir_all(path).map_err(|source| SearchError::Io { path: path.to_path_buf(), source })?;
+    /// To only read (`write` false), the index must exist and be of this version.
+    pub fn open(path: &Path, write: bool) -> Result<TextIndex, SearchError> {
         let (schema, fields) = schema();
         let index = match open_existing(path) {
             Some(index) if index.schema() == schema && applied_in(&index).version == INDEX_VERSION => index,
+            _ if !write => return Err(SearchError::Missing(path.to_path_buf())),
             existing => {
+                std::fs::create_dir_all(path).map_err(|source| SearchError::Io { path: path.to_path_buf(), source })?;
                 if existing.is_some() || path.join("meta.json").exists() {
                     tracing::warn!(path = %path.display(), "the search index is of another version; rebuilding it");
                     let io = |source| SearchError::Io { path: path.to_path_buf(), source };
@@ -382,9 +384,9 @@ impl BlockTimes {
             .step_by(BLOCK as usize)
             .map(|start| {
                 let end = (start + BLOCK).min(segment.max_doc());
-                (start..end).filter_map(|doc| msgtime.first(doc)).fold((i64::MAX, i64::MIN), |(low, high), time| {
-                    (low.min(time), high.max(time))
-                })
+                (start..end)
+                    .filter_map(|doc| msgtime.first(doc))
+                    .fold((i64::MAX, i64::MIN), |(low, high), time| (low.min(time), high.max(time)))
             })
             .collect();
         Ok(BlockTimes { ranges })

@@ -48,6 +48,8 @@ pub enum SearchError {
     Io { path: PathBuf, source: std::io::Error },
     #[error("the search index is held by another process (a running service); stop it first")]
     InUse,
+    #[error("no search index at {0} yet (the service builds it; or run `wecom-zone reindex`)")]
+    Missing(PathBuf),
     #[error("this process does not write the search index")]
     ReadOnly,
     #[error("storage: {0}")]
@@ -136,7 +138,7 @@ impl Search {
     /// Opens the index at `path`; with `write`, takes its writer (refused while another process
     /// holds it: [`SearchError::InUse`]).
     pub fn open(path: &Path, store: Arc<dyn SearchStore>, write: bool) -> Result<Search, SearchError> {
-        let index = TextIndex::open(path)?;
+        let index = TextIndex::open(path, write)?;
         let writer = if write { Some(index.writer()?) } else { None };
         let applied = index.applied()?.mark;
         Ok(Search {

@@ -386,6 +386,7 @@ fn generate(
     let start_ms: i64 = crate::domain::unix_now().saturating_sub(4 * 86_400) * 1000;
     let mut corpus = CorpusWriter::new(encryptors).map_err(|_| KeyError::Invalid)?;
     let mut media: Vec<MediaBlob> = Vec::new();
+    let mut last_text: Option<String> = None;
     for index in 0..messages {
         let seq = index as u64 + 1;
         let msgtype = MSGTYPES[index % MSGTYPES.len()];
@@ -434,8 +435,12 @@ fn generate(
                 message = json!({"msgid": msgid, "action": "switch", "time": msgtime, "user": from});
             }
             "revoke" => {
+                // A recall names the text message sent last before it (a real, stored message).
                 message["action"] = json!("recall");
-                message["revoke"] = payload;
+                message["revoke"] = match &last_text {
+                    Some(earlier) => json!({"pre_msgid": earlier}),
+                    None => payload,
+                };
             }
             "todo" | "vote" => {
                 if let (Value::Object(object), Value::Object(fields)) = (&mut message, payload) {
@@ -453,6 +458,9 @@ fn generate(
                 };
                 message[key] = payload;
             }
+        }
+        if msgtype == "text" {
+            last_text = Some(msgid.clone());
         }
         let plaintext = message.to_string();
         let version_index = index * keys.len() / messages.max(1);

@@ -70,6 +70,8 @@ worker = {worker:?}
 [media]
 path = {media:?}
 max_file_bytes = {max_file_bytes}
+[search]
+path = {search:?}
 [[corp]]
 corp_id = "{CORP}"
 archive = "finance_sdk"
@@ -83,8 +85,13 @@ private_keys = [ {keys} ]
             proxy = self.simulator.proxy(),
             worker = env!("CARGO_BIN_EXE_wecom-zone"),
             media = self.media_dir().display().to_string(),
+            search = self.search_dir().display().to_string(),
             keys = keys.join(", "),
         )
+    }
+
+    pub fn search_dir(&self) -> std::path::PathBuf {
+        self.dir.path().join("search")
     }
 
     pub fn media_dir(&self) -> std::path::PathBuf {

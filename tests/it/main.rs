@@ -11,3 +11,4 @@ mod helpers;
 mod ingest;
 mod layering;
 mod rsa;
+mod search;
