@@ -431,6 +431,29 @@ async fn classic_walkthrough(
             parked["message"]["content_status"]
         ),
     );
+    let found = expect_ok(
+        client.call_ability("search_messages", &json!({"query": "发票", "limit": 3}), "", None).await,
+        "search_messages",
+    )?;
+    let hits = found["hits"].as_array().map_or(0, Vec::len);
+    say(
+        out,
+        &format!(
+            "    search_messages \"发票\" (exact substring, Chinese n-grams in a Tantivy index beside the store): {hits} newest hits{}",
+            if found["has_more"] == true { ", more by cursor" } else { "" }
+        ),
+    );
+    for hit in found["hits"].as_array().into_iter().flatten() {
+        say(
+            out,
+            &format!(
+                "      {} from {}: {}",
+                hit["msgtype"].as_str().unwrap_or_default(),
+                hit["from"].as_str().unwrap_or_default(),
+                hit["snippet"].as_str().unwrap_or_default()
+            ),
+        );
+    }
     let media_bytes = fetch_first_media(classic, client, out).await?;
     Ok((status.stored, content_ok, media_bytes))
 }

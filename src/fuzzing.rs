@@ -49,6 +49,34 @@ pub fn upstream(data: &[u8]) {
     }
 }
 
+/// The classic archive's outside bytes: the finance worker's frames in both directions, a
+/// decrypted message (validation, media references, the searchable text), and a search: a first
+/// line of query terms, then text to test and cut a snippet from.
+pub fn archive(data: &[u8]) {
+    use crate::finance::protocol::{Request, read_frame, receive};
+    let mut frames = data;
+    while let Ok(Some(_)) = read_frame::<_, Request>(&mut frames) {}
+    let mut answer = data;
+    let _ = RUNTIME.block_on(receive(&mut answer));
+    if let Ok(message) = crate::finance::content::validate("fuzzmsgid", data) {
+        if let Ok(value) = serde_json::from_str::<serde_json::Value>(&message.content) {
+            let _ = crate::finance::content::media_refs(&message.msgtype, &value);
+            let _ = crate::search::searchable_text(&value);
+        }
+    }
+    if let Ok(text) = std::str::from_utf8(data) {
+        let (query, body) = text.split_once('\n').unwrap_or((text, text));
+        if let Ok(terms) = crate::search::Terms::parse(query) {
+            let _ = terms.matches(body);
+            let _ = terms.snippet(body);
+        }
+    }
+}
+
+/// Drives the service side's async frame reader over a byte slice.
+static RUNTIME: LazyLock<tokio::runtime::Runtime> =
+    LazyLock::new(|| tokio::runtime::Builder::new_current_thread().build().expect("a current-thread runtime"));
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -69,6 +97,10 @@ mod tests {
             inbound(&data);
             config(&data);
             upstream(&data);
+            archive(&data);
         }
+        archive("退款 ab\n请退款 AB12".as_bytes());
+        archive(br#"{"msgid":"fuzzmsgid","msgtype":"mixed","mixed":{"item":[{"type":"text","content":"{\"content\":\"x\"}"}]}}"#);
+        archive(&[5, 0, 0, 0, b'D', 0, 0, 0, 0]);
     }
 }

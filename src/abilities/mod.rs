@@ -120,7 +120,14 @@ impl Abilities {
             Ability::ListMessages => records::list_messages(self.store(), call).await,
             Ability::GetMessage => records::get_message(self.store(), call).await,
             Ability::ListConversations => records::list_conversations(self.store(), call).await,
-            Ability::IngestStatus => records::ingest_status(self.store(), call).await,
+            Ability::IngestStatus => {
+                let mut status = records::ingest_status(self.store(), call).await?;
+                if let Some(search) = self.search.as_ref().filter(|_| self.content_corps.contains(&call.corp_id)) {
+                    // Stored changes the search index has still to take in (all corps).
+                    status["search_backlog"] = json!(search::backlog(Arc::clone(search)).await?);
+                }
+                Ok(status)
+            }
             Ability::GetMedia => match &self.media {
                 Some((store, files)) => media::get_media(Arc::clone(store), files, call).await,
                 None => Err(AbilityError { errcode: UNKNOWN_MSGID, errmsg: "no corp here keeps media".into() }),

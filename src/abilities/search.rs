@@ -47,6 +47,11 @@ pub async fn search_messages(search: Arc<Search>, call: &AbilityCall) -> Result<
     }))
 }
 
+/// Stored content changes the index has not applied yet.
+pub async fn backlog(search: Arc<Search>) -> Result<u64, AbilityError> {
+    blocking(move || search.backlog()).await.map_err(search_failed)
+}
+
 fn request(call: &AbilityCall) -> Result<SearchRequest, AbilityError> {
     let input: Input = parse_input(&call.request_data)?;
     let terms =

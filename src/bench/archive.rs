@@ -5,23 +5,25 @@
 //! mean: one RSA private operation per record is the floor of the work), a key pair, the archive simulator's corpus (a file), the
 //! stand-in SDK on disk. Timed: the real pipeline: GetChatData pages through the finance worker
 //! (the stand-in SDK over loopback), one RSA-2048 decryption per record on the pool, DecryptData
-//! through the worker's pipes, validation, and committed SQLite transactions (records, content,
-//! page, seq). Afterwards every record is counted and a sample's content compared with the
-//! simulator's plaintext.
+//! through the worker's pipes, validation, committed SQLite transactions (records, content, page,
+//! seq), and the search indexer beside it until every message is searchable. Afterwards every
+//! record is counted and a sample's content compared with the simulator's plaintext.
 
 use std::io::Write;
 use std::process::Command;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
 use super::{BenchError, IngestReport, peak_rss_kib, process_peak_rss_kib};
 use crate::app::build_ingestor;
+use crate::background::{self, Backoff, Pace};
 use crate::config::Config;
 use crate::crypto::generate_key_pair_pem;
 use crate::domain::ContentStatus;
 use crate::metrics::Metrics;
+use crate::search::{Indexer, Search};
 use crate::simulator::archive::ArchiveSimulator;
 use crate::simulator::stub_sdk;
 use crate::store::{RecordStore, blocking};
@@ -58,10 +60,31 @@ pub async fn ingest(messages: usize, page_limit: u32, out: &mut dyn Write) -> Re
     let metrics = Arc::new(Metrics::new());
     let upstream = UpstreamClient::new(&config, Arc::clone(&metrics)).map_err(|e| setup(&e))?;
     let (store, ingestor) = build_ingestor(&config, upstream, metrics).map_err(|e| setup(&e))?;
+    // The search indexer runs beside the pull as in the service, woken by each content commit.
+    let wake = ingestor.content_wake().ok_or_else(|| setup(&"no classic corp"))?;
+    let search = Search::open(&config.search.path, Arc::clone(&store) as _, true).map_err(|e| setup(&e))?;
+    let search = Arc::new(search.with_wake(wake));
+    let (stop_indexer, shutdown) = background::shutdown_channel();
+    let pace = Pace {
+        idle: Some(Duration::from_secs(1)),
+        backoff: Backoff { base: Duration::from_millis(50), max: Duration::from_secs(1) },
+    };
+    let indexer = background::spawn(Arc::new(Indexer::new(Arc::clone(&search))), search.wake(), pace, shutdown);
 
     let started = Instant::now();
     let summary = ingestor.pull(CORP_ID, None).await?;
+    let pulled = started.elapsed();
+    while !search.wait_current(Duration::from_secs(60)).await.map_err(|e| BenchError::Verify(e.to_string()))? {}
     let elapsed = started.elapsed();
+    stop_indexer.stop();
+    let _ = indexer.await;
+    let _ = writeln!(
+        out,
+        "pulled and committed in {:.2} s; every message indexed and searchable {:.0} ms after the last commit ({} documents)",
+        pulled.as_secs_f64(),
+        (elapsed - pulled).as_secs_f64() * 1000.0,
+        search.num_docs()
+    );
 
     let worker_rss = match ingestor.archive_source() {
         Some(source) => source.supervisor().worker_pid().await.and_then(process_peak_rss_kib),

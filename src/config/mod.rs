@@ -384,6 +384,13 @@ impl Config {
             self.server.duplicate_window.as_secs()
         ));
         out.push_str(&format!("storage: {}\n", self.storage.path.display()));
+        if self.corps.iter().any(|corp| matches!(corp.archive, Archive::FinanceSdk { .. })) {
+            out.push_str(&format!(
+                "classic archive: media {}, search index {}\n",
+                self.media.path.display(),
+                self.search.path.display()
+            ));
+        }
         out.push_str(&format!(
             "upstream: {} (timeout {} ms)\n",
             self.upstream.base_url,

@@ -34,7 +34,7 @@ use crate::store::SearchMark;
 const INDEX_VERSION: u32 = 1;
 const GRAMS: &str = "zone_grams";
 /// The writer's memory, split between its threads: bounded, and enough for large segments.
-const WRITER_MEMORY: usize = 96 << 20;
+const WRITER_MEMORY: usize = 64 << 20;
 const WRITER_THREADS: usize = 2;
 
 /// What the index has applied, kept in each commit's payload.
@@ -147,7 +147,13 @@ impl TextIndex {
             Err(tantivy::TantivyError::LockFailure(..)) => return Err(SearchError::InUse),
             Err(error) => return Err(error.into()),
         };
-        Ok(TextWriter { writer, fields: self.fields, applied: self.applied()?, pending: 0 })
+        Ok(TextWriter {
+            writer,
+            fields: self.fields,
+            applied: self.applied()?,
+            pending: 0,
+            last_commit: std::time::Instant::now(),
+        })
     }
 
     /// Sees the latest commit (of this process or another).
@@ -235,6 +241,7 @@ pub struct TextWriter {
     applied: Applied,
     /// Rows applied since the last commit.
     pending: usize,
+    last_commit: std::time::Instant,
 }
 
 impl TextWriter {
@@ -245,6 +252,10 @@ impl TextWriter {
     /// Rows applied and not yet committed.
     pub fn pending(&self) -> usize {
         self.pending
+    }
+
+    pub fn since_commit(&self) -> std::time::Duration {
+        self.last_commit.elapsed()
     }
 
     /// Applies one feed row: the record's old document (if it can have one) goes, `doc` (if any)
@@ -288,6 +299,7 @@ impl TextWriter {
         prepared.set_payload(&payload);
         prepared.commit()?;
         self.pending = 0;
+        self.last_commit = std::time::Instant::now();
         Ok(self.applied)
     }
 
@@ -445,7 +457,7 @@ impl TextIndex {
                 }
             }
         }
-        blocks.sort_unstable_by(|a, b| b.0.cmp(&a.0));
+        blocks.sort_unstable_by_key(|block| Reverse(block.0));
         let mut top = TopKeys { limit, best: BinaryHeap::with_capacity(limit + 1) };
         let (mut next, mut batch_size) = (0, FIRST_BATCH);
         while next < blocks.len() && limit > 0 && top.wants(blocks[next].0) {

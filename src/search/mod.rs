@@ -14,6 +14,7 @@ pub mod query;
 pub mod text;
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -35,6 +36,8 @@ use crate::store::{SearchChange, SearchMark, SearchStore, StoreError, blocking};
 const BATCH: usize = 4096;
 /// Rows applied between commits while far behind (a commit is a durable point, and costs).
 const COMMIT_EVERY: usize = 65_536;
+/// The longest a caught-up indexer keeps applied rows uncommitted (unless a search waits).
+const COMMIT_INTERVAL: Duration = Duration::from_secs(1);
 /// Candidates fetched beyond what a page needs, in case some fail verification.
 const SLACK: usize = 8;
 pub const MAX_LIMIT: usize = 100;
@@ -131,6 +134,8 @@ pub struct Search {
     applied: watch::Sender<SearchMark>,
     /// Wakes the indexer (a search that wants it current).
     wake: Arc<Notify>,
+    /// A search waits: commit as soon as caught up.
+    wanted: AtomicBool,
     path: PathBuf,
 }
 
@@ -147,6 +152,7 @@ impl Search {
             writer: Mutex::new(writer),
             applied: watch::channel(applied).0,
             wake: Arc::new(Notify::new()),
+            wanted: AtomicBool::new(false),
             path: path.to_path_buf(),
         })
     }
@@ -200,9 +206,16 @@ impl Search {
         self.writer.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// One step of catching up: applies up to [`BATCH`] feed rows, committing when caught up or
-    /// when [`COMMIT_EVERY`] rows wait uncommitted.
+    /// One step of following the feed (the service's indexer): applies up to [`BATCH`] rows and
+    /// commits when [`COMMIT_EVERY`] rows wait, or when caught up and a search is waiting or
+    /// [`COMMIT_INTERVAL`] has passed since the last commit. Commits are paced because each one
+    /// writes segments that later merges rewrite: one per second is fresh enough for a reader
+    /// and cheap for the pull beside it.
     pub fn catch_up_step(&self) -> Result<Step, SearchError> {
+        self.step(false)
+    }
+
+    fn step(&self, commit_when_caught_up: bool) -> Result<Step, SearchError> {
         let mut guard = self.lock_writer();
         let writer = guard.as_mut().ok_or(SearchError::ReadOnly)?;
         let changes = self.store.search_changes(writer.applied().mark, BATCH)?;
@@ -210,19 +223,30 @@ impl Search {
             apply(writer, change)?;
         }
         let more = changes.len() == BATCH;
-        if writer.pending() > 0 && (!more || writer.pending() >= COMMIT_EVERY) {
-            let applied = writer.commit()?;
-            self.index.reload()?;
-            self.applied.send_replace(applied.mark);
+        let since_commit = writer.since_commit();
+        let due = writer.pending() >= COMMIT_EVERY
+            || (!more
+                && (commit_when_caught_up
+                    || self.wanted.swap(false, Ordering::SeqCst)
+                    || since_commit >= COMMIT_INTERVAL));
+        let mut commit_in = None;
+        if writer.pending() > 0 {
+            if due {
+                let applied = writer.commit()?;
+                self.index.reload()?;
+                self.applied.send_replace(applied.mark);
+            } else if !more {
+                commit_in = Some(COMMIT_INTERVAL.saturating_sub(since_commit));
+            }
         }
-        Ok(Step { applied: changes.len(), more })
+        Ok(Step { applied: changes.len(), more, commit_in })
     }
 
-    /// Applies every feed row not yet applied; answers how many.
+    /// Applies every feed row not yet applied, and commits; answers how many.
     pub fn catch_up(&self) -> Result<u64, SearchError> {
         let mut applied = 0;
         loop {
-            let step = self.catch_up_step()?;
+            let step = self.step(true)?;
             applied += step.applied as u64;
             if !step.more {
                 return Ok(applied);
@@ -239,7 +263,7 @@ impl Search {
         self.lock_writer().as_mut().ok_or(SearchError::ReadOnly)?.clear()?;
         let mut done = 0u64;
         loop {
-            let step = self.catch_up_step()?;
+            let step = self.step(true)?;
             done += step.applied as u64;
             progress(done, total.max(done));
             if !step.more {
@@ -270,6 +294,7 @@ impl Search {
         if !self.writes() {
             return Ok(false);
         }
+        self.wanted.store(true, Ordering::SeqCst);
         self.wake.notify_one();
         let reached = tokio::time::timeout(timeout, applied.wait_for(|mark| *mark >= head)).await;
         Ok(matches!(reached, Ok(Ok(_))))
@@ -376,6 +401,8 @@ pub struct Step {
     pub applied: usize,
     /// More rows wait.
     pub more: bool,
+    /// Applied rows wait for a commit due this long from now.
+    pub commit_in: Option<Duration>,
 }
 
 /// The background indexer: follows the change feed while the service runs.
@@ -394,7 +421,12 @@ impl Worker for Indexer {
         Box::pin(async move {
             let search = Arc::clone(&self.search);
             let step = blocking(move || search.catch_up_step()).await;
-            logged("search indexer", step.map(|step| if step.more { Round::More } else { Round::Idle }))
+            let round = step.map(|step| match (step.more, step.commit_in) {
+                (true, _) => Round::More,
+                (false, Some(due)) => Round::Sleep(due),
+                (false, None) => Round::Idle,
+            });
+            logged("search indexer", round)
         })
     }
 }

@@ -221,6 +221,7 @@ fn bench_ingest_of_the_classic_archive_prints_its_ratio_and_figure_last() {
     assert!(last.ends_with(" msg/s"), "{last}");
     assert!(stdout.contains("verified the content of"), "{stdout}");
     assert!(stdout.contains("peak RSS: the finance worker"), "{stdout}");
+    assert!(stdout.contains("every message indexed and searchable"), "{stdout}");
 }
 
 #[test]
@@ -234,9 +235,62 @@ fn demo_runs_end_to_end_and_reports_what_it_stored() {
     assert!(stdout.contains("\"new_records\":300"), "{stdout}");
     assert!(stdout.contains("classic records:        120 (119 with content, 1 parked"), "{stdout}");
     assert!(stdout.contains("media fetched:          700000 bytes, md5 verified"), "{stdout}");
+    assert!(stdout.contains("search_messages \"发票\""), "{stdout}");
+    assert!(stdout.contains("<em>发票</em>"), "{stdout}");
     let data_dir = stdout.lines().find_map(|line| line.strip_prefix("  data folder:")).unwrap().trim().to_owned();
     assert!(std::path::Path::new(&data_dir).join("wecom-zone.sqlite").exists());
+    search_and_reindex_the_demos_archive(&std::path::Path::new(&data_dir).join("wecom-zone.toml"));
     let _ = std::fs::remove_dir_all(data_dir);
+}
+
+/// `search` and `reindex` on the store and index the demo left behind.
+fn search_and_reindex_the_demos_archive(config: &std::path::Path) {
+    let config = config.to_str().unwrap();
+    let search = |args: &[&str]| {
+        let mut all = vec!["search", "--config", config];
+        all.extend_from_slice(args);
+        run(&all, &[])
+    };
+    let output = search(&["发票", "--limit", "3"]);
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+    let before = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(before.contains("<em>发票</em>"), "{before}");
+    assert!(before.lines().last().unwrap().starts_with("search: 3 hits for \"发票\""), "{before}");
+    let output = search(&["发票", "NOT-IN-ANY-MESSAGE"]);
+    assert!(String::from_utf8_lossy(&output.stdout).contains("search: 0 hits"), "{}", text(&output));
+
+    let toml = std::fs::read_to_string(config).unwrap();
+    let corps: Vec<&str> =
+        toml.lines().filter_map(|line| line.strip_prefix("corp_id = ")).map(|id| id.trim_matches('"')).collect();
+    let zone_corp = corps.iter().find(|corp| {
+        toml.split(&format!("corp_id = \"{corp}\""))
+            .nth(1)
+            .is_some_and(|rest| !rest.split("[[corp]]").next().unwrap_or_default().contains("finance_sdk"))
+    });
+    let output = search(&["--corp", zone_corp.expect("the demo has a zone corp"), "发票"]);
+    assert_eq!(output.status.code(), Some(2), "{}", text(&output));
+    assert!(text(&output).contains("finance_sdk") && text(&output).contains("invoke_search_msg"), "{}", text(&output));
+    assert_eq!(search(&["--since", "someday", "发票"]).status.code(), Some(2));
+
+    let output = run(&["reindex", "--config", config], &[]);
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+    assert!(String::from_utf8_lossy(&output.stdout).contains("searchable messages indexed"), "{}", text(&output));
+    let output = search(&["发票", "--limit", "3"]);
+    let after = String::from_utf8_lossy(&output.stdout).into_owned();
+    let hits =
+        |out: &str| out.lines().filter(|line| !line.starts_with("search:")).map(str::to_owned).collect::<Vec<_>>();
+    assert_eq!(hits(&after), hits(&before), "a rebuilt index answers as the one it replaced");
+}
+
+#[test]
+fn bench_search_prints_its_figure_last() {
+    let output = run(&["bench", "search", "--messages", "3000"], &[]);
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let last = stdout.lines().last().unwrap();
+    assert!(last.starts_with("search: 3000 messages, indexed at "), "{last}");
+    assert!(last.contains(" msg/s, query p50 ") && last.contains(" ms p95 ") && last.ends_with(" ms"), "{last}");
+    assert!(stdout.contains("LIKE scan of the same queries"), "{stdout}");
 }
 
 /// 2,000 slow clients (half trickling headers, half trickling a POST body) neither keep

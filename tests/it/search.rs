@@ -357,6 +357,10 @@ async fn the_service_searches_the_archive_it_pulled() {
     };
 
     let answer = search(json!({"query": "发票", "limit": 100})).await;
+    let Answer::Sealed(status) = client.call_ability("ingest_status", &json!({}), "", None).await.unwrap() else {
+        panic!("ingest_status was refused")
+    };
+    assert_eq!(status["search_backlog"], 0, "a search waits for what was stored before it: {status}");
     let want = expected("发票", &|_| true);
     assert!(want.len() > 10, "the corpus has the word");
     assert_eq!(msgids(&answer), want);
