@@ -10,5 +10,6 @@ mod finance;
 mod helpers;
 mod ingest;
 mod layering;
+mod rootfs;
 mod rsa;
 mod search;
