@@ -38,9 +38,12 @@ const WRITER_MEMORY: usize = 64 << 20;
 const WRITER_THREADS: usize = 2;
 
 /// What the index has applied, kept in each commit's payload.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Applied {
     pub version: u32,
+    /// The store the documents came from (`SearchStore::store_identity`).
+    #[serde(default)]
+    pub store: String,
     /// Every feed row up to here is in the index.
     pub mark: SearchMark,
     /// The largest record id ever applied: a row past it cannot have a document to replace.
@@ -245,8 +248,23 @@ pub struct TextWriter {
 }
 
 impl TextWriter {
-    pub fn applied(&self) -> Applied {
-        self.applied
+    pub fn applied(&self) -> &Applied {
+        &self.applied
+    }
+
+    /// Makes this index `store`'s: an index built from another store is emptied first.
+    /// Takes effect at the next commit.
+    pub fn adopt(&mut self, store: &str) -> Result<bool, SearchError> {
+        if self.applied.store == store {
+            return Ok(false);
+        }
+        let foreign = self.applied.mark != SearchMark::default();
+        if foreign {
+            self.clear()?;
+        }
+        self.applied.store = store.to_owned();
+        self.pending += 1;
+        Ok(foreign)
     }
 
     /// Rows applied and not yet committed.
@@ -287,20 +305,21 @@ impl TextWriter {
     /// Forgets every document (a rebuild); takes effect at the next commit.
     pub fn clear(&mut self) -> Result<(), SearchError> {
         self.writer.delete_all_documents()?;
-        self.applied = Applied { version: INDEX_VERSION, ..Applied::default() };
+        self.applied =
+            Applied { version: INDEX_VERSION, store: std::mem::take(&mut self.applied.store), ..Applied::default() };
         self.pending += 1;
         Ok(())
     }
 
     /// Makes every applied row durable and visible, with the feed position in the same commit.
-    pub fn commit(&mut self) -> Result<Applied, SearchError> {
+    pub fn commit(&mut self) -> Result<SearchMark, SearchError> {
         let payload = serde_json::to_string(&self.applied).expect("a plain struct serialises");
         let mut prepared = self.writer.prepare_commit()?;
         prepared.set_payload(&payload);
         prepared.commit()?;
         self.pending = 0;
         self.last_commit = std::time::Instant::now();
-        Ok(self.applied)
+        Ok(self.applied.mark)
     }
 
     /// Waits for background merges, so the index is compact (after a rebuild).

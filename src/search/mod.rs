@@ -144,7 +144,16 @@ impl Search {
     /// holds it: [`SearchError::InUse`]).
     pub fn open(path: &Path, store: Arc<dyn SearchStore>, write: bool) -> Result<Search, SearchError> {
         let index = TextIndex::open(path, write)?;
-        let writer = if write { Some(index.writer()?) } else { None };
+        let writer = match write {
+            true => {
+                let mut writer = index.writer()?;
+                if writer.adopt(&store.store_identity()?)? {
+                    tracing::warn!(path = %path.display(), "the search index was built from another store; rebuilding it");
+                }
+                Some(writer)
+            }
+            false => None,
+        };
         let applied = index.applied()?.mark;
         Ok(Search {
             store,
@@ -232,9 +241,9 @@ impl Search {
         let mut commit_in = None;
         if writer.pending() > 0 {
             if due {
-                let applied = writer.commit()?;
+                let mark = writer.commit()?;
                 self.index.reload()?;
-                self.applied.send_replace(applied.mark);
+                self.applied.send_replace(mark);
             } else if !more {
                 commit_in = Some(COMMIT_INTERVAL.saturating_sub(since_commit));
             }

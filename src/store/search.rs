@@ -41,6 +41,10 @@ pub struct SearchRow {
 }
 
 pub trait SearchStore: Send + Sync + 'static {
+    /// Random, fixed when the database was created: an index built from another store (a
+    /// database replaced under a kept index) is recognised and rebuilt.
+    fn store_identity(&self) -> Result<String, StoreError>;
+
     /// Up to `limit` rows after `after`, in feed order.
     fn search_changes(&self, after: SearchMark, limit: usize) -> Result<Vec<SearchChange>, StoreError>;
 

@@ -225,10 +225,13 @@ CREATE TABLE media (
 );
 CREATE INDEX media_due ON media(expires_at, id) WHERE status = 'pending';
 "#,
-    // Full-text search: the change feed the index follows (every content write takes the next
-    // revision), and the recall records by the message they recall (a hit shows it is recalled).
+    // Full-text search: this store's identity (an index follows one store), the change feed the
+    // index follows (every content write takes the next revision), and the recall records by the
+    // message they recall (a hit shows it is recalled).
     // The recall key is guarded by json_valid so that no stored content can fail a write.
     r#"
+CREATE TABLE store_identity (id TEXT NOT NULL);
+INSERT INTO store_identity VALUES (lower(hex(randomblob(16))));
 ALTER TABLE archive_content ADD COLUMN search_rev INTEGER NOT NULL DEFAULT 0;
 CREATE INDEX archive_search_feed ON archive_content(search_rev, record_id);
 CREATE INDEX archive_recalls ON archive_content(corp_id, (CASE WHEN json_valid(content) THEN json_extract(content, '$.revoke.pre_msgid') END))
@@ -755,6 +758,11 @@ impl SearchStore for SqliteStore {
             })
         })?;
         Ok(rows.collect::<Result<Vec<_>, _>>()?)
+    }
+
+    fn store_identity(&self) -> Result<String, StoreError> {
+        let connection = self.lock();
+        Ok(connection.prepare_cached("SELECT id FROM store_identity")?.query_row([], |row| row.get(0))?)
     }
 
     fn search_head(&self) -> Result<SearchMark, StoreError> {

@@ -498,3 +498,29 @@ async fn an_index_killed_mid_indexing_catches_up_to_what_a_fresh_reindex_holds()
         assert_eq!(recovered, fresh, "{query}");
     }
 }
+
+/// An index kept while its database was replaced (restored from elsewhere, or deleted and
+/// started afresh) holds another store's documents: it is recognised and rebuilt.
+#[test]
+fn an_index_kept_beside_a_replaced_store_is_rebuilt_from_the_new_one() {
+    let message = |text: &str| Msg {
+        kind: 0,
+        first: text.into(),
+        second: String::new(),
+        from: 0,
+        to: 1,
+        in_room: false,
+        second_offset: 1,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let index = dir.path().join("index");
+    let indexed = |db: &str, corpus: &[Msg]| {
+        let store = Arc::new(SqliteStore::open(&dir.path().join(db)).unwrap());
+        store_corpus(&store, CORP, corpus);
+        let search = Search::open(&index, store as _, true).unwrap();
+        search.catch_up().unwrap();
+        search.num_docs()
+    };
+    assert_eq!(indexed("first.sqlite", &[message("退款一"), message("退款二"), message("退款三")]), 3);
+    assert_eq!(indexed("second.sqlite", &[message("合同")]), 1, "the first store's documents are gone");
+}
