@@ -136,6 +136,9 @@ pub struct Search {
     wake: Arc<Notify>,
     /// A search waits: commit as soon as caught up.
     wanted: AtomicBool,
+    /// Whether `writer` holds one: read from async code, which must never wait for the writer's
+    /// lock (held across IO by a catching-up step).
+    writable: AtomicBool,
     path: PathBuf,
 }
 
@@ -158,6 +161,7 @@ impl Search {
         Ok(Search {
             store,
             index,
+            writable: AtomicBool::new(writer.is_some()),
             writer: Mutex::new(writer),
             applied: watch::channel(applied).0,
             wake: Arc::new(Notify::new()),
@@ -185,7 +189,7 @@ impl Search {
     }
 
     pub fn writes(&self) -> bool {
-        self.lock_writer().is_some()
+        self.writable.load(Ordering::SeqCst)
     }
 
     /// What the index has committed.
@@ -286,6 +290,7 @@ impl Search {
     /// Releases the writer once its background merges are done, so the index is compact.
     pub fn settle(&self) -> Result<(), SearchError> {
         if let Some(writer) = self.lock_writer().take() {
+            self.writable.store(false, Ordering::SeqCst);
             writer.finish_merges()?;
         }
         self.index.reload()
