@@ -3,9 +3,8 @@
 //! `start` opens the store, loads every key, builds the upstream client, the RSA pool, the
 //! ingestor, the mailbox, the abilities and the background workers (one puller per corp, the
 //! mailbox notifier, the async job runner, the media downloader and the search indexer for classic
-//! corps, the readiness probe). `Service::serve` answers HTTP
-//! until the shutdown signal, then stops the workers (a page being committed either commits whole
-//! or not at all).
+//! corps, the readiness probe). `Service::serve` answers HTTP until the shutdown signal, then stops
+//! the workers (a page being committed either commits whole or not at all).
 
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
